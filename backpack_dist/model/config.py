@@ -1,0 +1,74 @@
+"""Model sizes from the Backpack paper and the overrides used for tiny test models."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+GPT2_VOCAB_SIZE = 50257
+EOS_TOKEN_ID = 50256
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    family: str  # "backpack" or "transformer"
+    d_model: int
+    n_layer: int
+    n_head: int
+    n_senses: int = 16
+    vocab_size: int = GPT2_VOCAB_SIZE  # real tokens; logits are always sliced to this
+    vocab_multiple: int = 8  # the embedding is padded to a multiple of this for speed
+    seq_len: int = 512
+    dropout: float = 0.1
+    layer_norm_eps: float = 1e-5
+
+    def __post_init__(self):
+        if self.family not in ("backpack", "transformer"):
+            raise ValueError(f"unknown model family {self.family!r}: use 'backpack' or 'transformer'")
+        if self.d_model % self.n_head:
+            raise ValueError(f"d_model={self.d_model} is not divisible by n_head={self.n_head}")
+        if self.family == "backpack" and self.d_model % self.n_senses:
+            raise ValueError(f"d_model={self.d_model} is not divisible by n_senses={self.n_senses}")
+
+    @property
+    def padded_vocab_size(self) -> int:
+        return math.ceil(self.vocab_size / self.vocab_multiple) * self.vocab_multiple
+
+    @property
+    def is_backpack(self) -> bool:
+        return self.family == "backpack"
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown model config keys {sorted(unknown)}")
+        return cls(**d)
+
+
+# d_model, n_layer, n_head per size (spec table); the Backpack's contextualization
+# network is exactly the same-size Transformer.
+SIZES = {
+    "micro": dict(d_model=384, n_layer=6, n_head=6),
+    "mini": dict(d_model=640, n_layer=8, n_head=8),
+    "small": dict(d_model=768, n_layer=12, n_head=12),
+}
+MODEL_NAMES = tuple(f"{family}-{size}" for family in ("backpack", "transformer") for size in SIZES)
+OVERRIDABLE = ("d_model", "n_layer", "n_head", "n_senses", "vocab_size", "seq_len", "dropout")
+
+
+def model_config(name: str, **overrides) -> ModelConfig:
+    """The config for one of the six named models, with optional overrides for tiny runs."""
+    if name not in MODEL_NAMES:
+        raise ValueError(f"unknown model {name!r}: choose one of {', '.join(MODEL_NAMES)}")
+    bad = set(overrides) - set(OVERRIDABLE)
+    if bad:
+        raise ValueError(f"cannot override {sorted(bad)}: overridable fields are {', '.join(OVERRIDABLE)}")
+    family, size = name.split("-")
+    fields = dict(SIZES[size])
+    fields.update({k: v for k, v in overrides.items() if v is not None})
+    return ModelConfig(family=family, **fields)

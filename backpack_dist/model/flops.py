@@ -1,0 +1,35 @@
+"""Parameter counts and training FLOPs per token (PaLM's convention: 2 FLOPs per
+multiply-add, backward = 2x forward, attention counted over the full T x T)."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from .config import ModelConfig
+
+
+def parameter_counts(model: nn.Module) -> dict:
+    """Total and non-embedding (minus token and position embeddings) parameter counts."""
+    total = sum(p.numel() for p in model.parameters())  # tied weights counted once
+    embedding = model.body.wte.weight.numel() + model.body.wpe.weight.numel()
+    return {"total": total, "non_embedding": total - embedding}
+
+
+def forward_flops_per_token(cfg: ModelConfig, sense_fraction: float = 1.0) -> float:
+    """Forward FLOPs per token. sense_fraction scales the sense network: 1.0 is the
+    architecture's definition (once per position); when it runs once per distinct token of a
+    batch, the real work is (distinct tokens / tokens) of that."""
+    d, L, T, V = cfg.d_model, cfg.n_layer, cfg.seq_len, cfg.vocab_size
+    flops = L * (2 * 12 * d * d + 2 * 2 * T * d)  # block matmuls + QK^T and AV
+    flops += 2 * d * V  # tied output layer
+    if cfg.is_backpack:
+        k = cfg.n_senses
+        sense_net = 2 * (8 * d * d + 4 * d * d + 4 * d * k * d)  # MLP1 + MLP2
+        flops += sense_fraction * sense_net
+        flops += 2 * 2 * d * d  # sense query/key projection
+        flops += 2 * T * d + 2 * T * k * d  # QK^T over k heads of d/k, then alpha @ C (width d per head)
+    return flops
+
+
+def training_flops_per_token(cfg: ModelConfig, sense_fraction: float = 1.0) -> float:
+    return 3 * forward_flops_per_token(cfg, sense_fraction)

@@ -1,0 +1,140 @@
+"""GPT-2 style pre-LayerNorm causal Transformer: the baseline LM and the Backpack's
+contextualization network share this body."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import ModelConfig
+
+
+class MLP(nn.Module):
+    """d -> hidden -> out with tanh-GELU (GPT-2's activation, used everywhere in the paper's code)."""
+
+    def __init__(self, d_in: int, d_hidden: int, d_out: int):
+        super().__init__()
+        self.c_fc = nn.Linear(d_in, d_hidden)
+        self.c_proj = nn.Linear(d_hidden, d_out)
+        self.c_proj.is_residual_projection = True
+
+    def forward(self, x):
+        return self.c_proj(F.gelu(self.c_fc(x), approximate="tanh"))
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, cfg: ModelConfig, layer_idx: int):
+        super().__init__()
+        self.n_head = cfg.n_head
+        self.c_attn = nn.Linear(cfg.d_model, 3 * cfg.d_model)
+        self.c_proj = nn.Linear(cfg.d_model, cfg.d_model)
+        self.c_proj.is_residual_projection = True
+        self.dropout = cfg.dropout
+        self.resid_dropout = nn.Dropout(cfg.dropout)
+        # The authors scale layer i's attention logits by 1/(i+1) on top of 1/sqrt(head_dim).
+        self.scale = 1.0 / (math.sqrt(cfg.d_model // cfg.n_head) * (layer_idx + 1))
+
+    def forward(self, x):
+        B, T, C = x.shape
+        q, k, v = self.c_attn(x).split(C, dim=2)
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        y = F.scaled_dot_product_attention(
+            q, k, v, is_causal=True, scale=self.scale, dropout_p=self.dropout if self.training else 0.0
+        )
+        y = y.transpose(1, 2).reshape(B, T, C)
+        return self.resid_dropout(self.c_proj(y))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig, layer_idx: int):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps)
+        self.attn = CausalSelfAttention(cfg, layer_idx)
+        self.ln_2 = nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps)
+        self.mlp = MLP(cfg.d_model, 4 * cfg.d_model, cfg.d_model)
+        self.mlp_dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x):
+        x = x + self.attn(self.ln_1(x))
+        return x + self.mlp_dropout(self.mlp(self.ln_2(x)))
+
+
+class TransformerBody(nn.Module):
+    """Token + learned position embeddings, n_layer blocks, final LayerNorm: h_1..h_n."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        # Tied: also the output layer (and the Backpack sense network's input).
+        self.wte = nn.Embedding(cfg.padded_vocab_size, cfg.d_model)
+        self.wpe = nn.Embedding(cfg.seq_len, cfg.d_model)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layer))
+        self.ln_f = nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps)
+
+    def forward(self, input_ids):
+        T = input_ids.shape[1]
+        if T > self.wpe.num_embeddings:
+            raise ValueError(f"sequence length {T} exceeds the model's context of {self.wpe.num_embeddings}")
+        pos = torch.arange(T, device=input_ids.device)
+        x = self.drop(self.wte(input_ids) + self.wpe(pos))
+        for block in self.blocks:
+            x = block(x)
+        return self.ln_f(x)
+
+
+def init_weights(model: nn.Module, n_layer: int) -> None:
+    """The spec's initialisation: N(0, 0.02) weights, zero biases, LayerNorm 1/0, and
+    std 0.02/sqrt(2 n_layer) for every residual output projection."""
+    for module in model.modules():
+        if isinstance(module, nn.Linear):
+            std = 0.02 / math.sqrt(2 * n_layer) if getattr(module, "is_residual_projection", False) else 0.02
+            nn.init.normal_(module.weight, mean=0.0, std=std)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        elif isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+
+
+class LanguageModel(nn.Module):
+    """Shared parts of both LMs: the tied embedding, the output projection sliced to the real
+    vocabulary (padded rows never get probability), and the loss."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.config = cfg
+        self.body = TransformerBody(cfg)
+
+    @property
+    def wte(self) -> nn.Embedding:
+        return self.body.wte
+
+    def output_embedding(self) -> torch.Tensor:
+        return self.wte.weight[: self.config.vocab_size]
+
+    def logits_from_hidden(self, o: torch.Tensor) -> torch.Tensor:
+        return F.linear(o, self.output_embedding())
+
+    def final_hidden(self, input_ids, **kwargs) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, input_ids, targets=None, **kwargs):
+        """Next-token logits (B, T, vocab_size), or the mean cross-entropy when targets are given."""
+        logits = self.logits_from_hidden(self.final_hidden(input_ids, **kwargs))
+        if targets is None:
+            return logits
+        return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=-100)
+
+
+class TransformerLM(LanguageModel):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__(cfg)
+        init_weights(self, cfg.n_layer)
+
+    def final_hidden(self, input_ids):
+        return self.body(input_ids)
