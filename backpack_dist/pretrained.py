@@ -1,0 +1,91 @@
+"""Exported models: one consolidated `model.safetensors` plus `config.json` (and the tokenizer
+file when it is not GPT-2's). Every tool after training (eval, senses, serve) loads through
+`load_pretrained`, which also accepts a training run directory or one of its checkpoints."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from .model import ModelConfig, model_from_config
+from .tokenizer import GPT2, load_tokenizer, tokenizer_fingerprint
+
+FORMAT = "backpack-dist/1"
+WEIGHTS = "model.safetensors"
+CONFIG = "config.json"
+TOKENIZER_FILE = "tokenizer.tiktoken"
+
+
+def save_pretrained(state_dict: dict, config: ModelConfig, out_dir, *, model_name: str, tokenizer: str = GPT2,
+                    **metadata) -> Path:
+    """Write an export atomically: a crash leaves either the old folder or the new one, never half."""
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in state_dict.items()}
+        save_file(tensors, tmp / WEIGHTS, metadata={"format": FORMAT})
+        tokenizer_entry = GPT2
+        if tokenizer != GPT2:
+            shutil.copyfile(tokenizer, tmp / TOKENIZER_FILE)
+            tokenizer_entry = TOKENIZER_FILE
+        info = {"format": FORMAT, "model_name": model_name, "model": config.to_dict(), "tokenizer": tokenizer_entry,
+                "tokenizer_fingerprint": tokenizer_fingerprint(tokenizer), **metadata}
+        (tmp / CONFIG).write_text(json.dumps(info, indent=2) + "\n")
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def read_export_info(path) -> dict:
+    path = Path(path)
+    cfg_file = path / CONFIG
+    if not cfg_file.is_file() or not (path / WEIGHTS).is_file():
+        raise ValueError(f"{path} is not an exported model (needs {CONFIG} and {WEIGHTS}); "
+                         "export a run with: python -m backpack_dist.export RUN --out DIR")
+    info = json.loads(cfg_file.read_text())
+    if info.get("format") != FORMAT:
+        raise ValueError(f"{cfg_file} has format {info.get('format')!r}, expected {FORMAT!r}")
+    return info
+
+
+def tokenizer_spec(path, info: dict) -> str:
+    """The tokenizer an export was trained with: "gpt2" or the path of its bundled file."""
+    entry = info.get("tokenizer", GPT2)
+    return GPT2 if entry == GPT2 else str(Path(path) / entry)
+
+
+def load_pretrained(path, device="cpu"):
+    """(model in eval mode, tokenizer, info) from an export directory, a training run directory
+    (its newest complete checkpoint) or one checkpoint directory of a run."""
+    path = Path(path)
+    if not path.exists():
+        raise ValueError(f"checkpoint {path} does not exist")
+    if not (path / CONFIG).is_file():
+        from .checkpoint import export_in_memory  # DeepSpeed is imported only when needed
+
+        state_dict, config, info, tokenizer = export_in_memory(path)
+    else:
+        info = read_export_info(path)
+        config = ModelConfig.from_dict(info["model"])
+        state_dict = load_file(path / WEIGHTS)
+        tokenizer = tokenizer_spec(path, info)
+    model = model_from_config(config)
+    try:
+        missing, unexpected = model.load_state_dict(state_dict, strict=False)
+    except RuntimeError as e:  # shape mismatches
+        raise ValueError(f"checkpoint {path} does not match its config: {str(e).splitlines()[-1].strip()}") from None
+    if missing or unexpected:
+        raise ValueError(f"checkpoint {path} does not match its config: missing {sorted(missing)[:5]}, "
+                         f"unexpected {sorted(unexpected)[:5]}")
+    return model.to(device).eval(), load_tokenizer(tokenizer), info

@@ -1,0 +1,30 @@
+import json
+
+import pytest
+import torch
+
+from backpack_dist.model import build_model
+from backpack_dist.pretrained import load_pretrained, save_pretrained
+from conftest import tiny_overrides
+
+
+def test_export_round_trip(tmp_path):
+    model = build_model("backpack-micro", **tiny_overrides()).eval()
+    out = save_pretrained(model.state_dict(), model.config, tmp_path / "export", model_name="backpack-micro", step=7)
+    loaded, tokenizer, info = load_pretrained(out)
+    assert info["step"] == 7 and tokenizer.eot_token == 50256
+    x = torch.randint(0, 101, (1, 9))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x))
+
+
+def test_mismatched_or_missing_checkpoint_is_clear(tmp_path):
+    model = build_model("transformer-micro", **tiny_overrides())
+    out = save_pretrained(model.state_dict(), model.config, tmp_path / "export", model_name="transformer-micro")
+    cfg = json.loads((out / "config.json").read_text())
+    cfg["model"]["d_model"] = 64
+    (out / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match="does not match its config"):
+        load_pretrained(out)
+    with pytest.raises(ValueError, match="does not exist"):
+        load_pretrained(tmp_path / "nope")
