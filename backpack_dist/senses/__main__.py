@@ -1,0 +1,196 @@
+"""Command line for the sense tools (fire). Every command takes --checkpoint (an export dir, a
+training run dir or a checkpoint dir) and --json to print the raw data instead of tables.
+
+  python -m backpack_dist.senses lookup   --checkpoint PATH --word " science" --top 10
+  python -m backpack_dist.senses predict  --checkpoint PATH --text "When the nurse came into the room," \
+                                          --scale "nurse:10=0"
+  python -m backpack_dist.senses edit     --checkpoint PATH --target MacBook --old Apple --new HP \
+                                          --prompt "The MacBook is made by"
+  python -m backpack_dist.senses generate --checkpoint PATH --prompt "The game" --topic "science,physics"
+  python -m backpack_dist.senses bias     --checkpoint PATH --sense 10
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+
+import fire
+import torch
+
+from . import bias as bias_lib
+from .edit import knowledge_edit
+from .generate import sample, topic_control, topic_fraction
+from .intervention import next_token_probs, parse_scales
+from .intervention import predict as predict_lib
+from .lookup import lookup_word
+from .words import SenseToolError, encode_text, require_backpack
+
+
+def _load(checkpoint, device):
+    from ..pretrained import load_pretrained
+
+    if checkpoint is None:
+        raise SenseToolError("no checkpoint given: pass --checkpoint PATH (an exported model or a run directory)")
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model, tokenizer, _info = load_pretrained(str(checkpoint), device)
+    return model, tokenizer
+
+
+def _cli(fn):
+    """Turn bad input into one line on stderr and exit status 2, instead of a traceback."""
+
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (SenseToolError, ValueError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
+
+    return run
+
+
+def _show(token: str) -> str:
+    return repr(token)
+
+
+def _print_json(data) -> None:
+    print(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+@_cli
+def lookup(word, checkpoint=None, top: int = 10, json: bool = False, device=None):
+    """Top and bottom vocabulary items of E^T C(x)_l for each sense l of a word ("science" is read as " science")."""
+    model, tokenizer = _load(checkpoint, device)
+    result = lookup_word(model, tokenizer, str(word), int(top))
+    if json:
+        return _print_json(result)
+    for entry in result:
+        print(f"token {_show(entry['token'])} (id {entry['id']}): {len(entry['senses'])} senses, top/bottom {top}")
+        for s in entry["senses"]:
+            for sign, key in (("+", "top"), ("-", "bottom")):
+                items = "  ".join(f"{_show(i['token'])} {i['score']:.3g}" for i in s[key])
+                print(f"  sense {s['sense']:>2} {sign} {items}")
+
+
+def _prediction_table(before, after=None) -> str:
+    lines = [f"{'rank':>4}  {'before':<24}{'prob':>10}" + (f"    {'after':<24}{'prob':>10}" if after else "")]
+    for r, b in enumerate(before):
+        line = f"{r + 1:>4}  {_show(b['token']):<24}{b['prob']:>10.4g}"
+        if after:
+            a = after[r]
+            line += f"    {_show(a['token']):<24}{a['prob']:>10.4g}"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+@_cli
+def predict(text, checkpoint=None, top: int = 10, scale=None, json: bool = False, device=None):
+    """Next-word probabilities; --scale "WORD:SENSE=FACTOR[,...]" (e.g. nurse:10=0) shows before and after."""
+    scales = parse_scales(scale)
+    model, tokenizer = _load(checkpoint, device)
+    result = predict_lib(model, tokenizer, str(text), scales, int(top))
+    if json:
+        return _print_json(result)
+    print("tokens: " + " ".join(_show(t) for t in result["tokens"]))
+    if scales:
+        print("scales: " + ", ".join(f"{s.word}:{'*' if s.sense is None else s.sense}={s.factor:g}" for s in scales))
+    print(_prediction_table(result["before"], result.get("after")))
+
+
+@_cli
+def edit(target="MacBook", old="Apple", new="HP", prompt="The MacBook is made by", checkpoint=None,
+         max_new_tokens: int = 30, temperature: float = 0.0, top_k: int = 50, seed: int = 0, json: bool = False,
+         device=None):
+    """Knowledge edit: replace the `old` direction by `new` in every sense of `target`, then generate."""
+    model, tokenizer = _load(checkpoint, device)
+    require_backpack(model, "knowledge edits")
+    ids = encode_text(tokenizer, str(prompt), model.config.seq_len)
+    gen = functools.partial(sample, model, tokenizer, str(prompt), int(max_new_tokens), float(temperature),
+                            int(top_k), int(seed))
+
+    def probe(edit_info):
+        probs = next_token_probs(model, ids)
+        return {"p_old": float(probs[edit_info["old_id"]]), "p_new": float(probs[edit_info["new_id"]]),
+                "completion": gen()["completion"]}
+
+    with knowledge_edit(model, tokenizer, str(target), str(old), str(new)) as info:
+        after = probe(info)
+    before = probe(info)
+    result = {"edit": info, "prompt": str(prompt), "before": before, "after": after}
+    if json:
+        return _print_json(result)
+    print(f"edit: in every sense of {' + '.join(map(_show, info['target']))}, "
+          f"{_show(info['old'])} -> {_show(info['new'])}")
+    for name, r in (("before", before), ("after", after)):
+        print(f"{name:>6}: p({_show(info['old'])})={r['p_old']:.4g}  p({_show(info['new'])})={r['p_new']:.4g}  "
+              f"| {prompt}{r['completion']}")
+
+
+@_cli
+def generate(prompt, checkpoint=None, topic=None, strength: float = 3.0, threshold: float = 2.0,
+             max_new_tokens: int = 40, temperature: float = 1.0, top_k: int = 50, seed: int = 0, json: bool = False,
+             device=None):
+    """Sample a continuation; --topic "w1,w2,..." up-weights (x strength) senses that score high on the topic."""
+    model, tokenizer = _load(checkpoint, device)
+    gen = functools.partial(sample, model, tokenizer, str(prompt), int(max_new_tokens), float(temperature),
+                            int(top_k), int(seed))
+    plain = gen()
+    result = {"prompt": str(prompt), "plain": plain["completion"]}
+    if topic is not None:
+        topic_words = topic if isinstance(topic, (list, tuple)) else str(topic)
+        table, summary = topic_control(model, tokenizer, topic_words, float(strength), float(threshold))
+        steered = gen(scale_table=table)
+        result.update(topic=summary, steered=steered["completion"],
+                      topic_fraction_plain=topic_fraction(plain["ids"], summary["topic_ids"]),
+                      topic_fraction_steered=topic_fraction(steered["ids"], summary["topic_ids"]))
+    if json:
+        return _print_json(result)
+    if topic is None:
+        print(f"{prompt}{plain['completion']}")
+        return
+    s = result["topic"]
+    print(f"topic tokens: {' '.join(map(_show, s['topic_tokens']))}; {s['senses_upweighted']} senses x{strength:g}")
+    print("strongest: " + ", ".join(f"{_show(i['token'])}#{i['sense']}" for i in s["strongest"]))
+    print(f"   plain ({result['topic_fraction_plain']:.0%} topic tokens): {prompt}{plain['completion']}")
+    print(f" steered ({result['topic_fraction_steered']:.0%} topic tokens): {prompt}{result['steered']}")
+
+
+@_cli
+def bias(checkpoint=None, sense=None, factor: float = 0.0, professions=None, json: bool = False, device=None):
+    """He/she bias ratio over professions, before and after scaling --sense of the profession word by --factor."""
+    model, tokenizer = _load(checkpoint, device)
+    if sense is not None:
+        if not isinstance(sense, int) or isinstance(sense, bool):
+            raise SenseToolError(f"--sense must be a sense index, got {sense!r}")
+        if not 0 <= sense < getattr(model.config, "n_senses", 0) or not model.config.is_backpack:
+            require_backpack(model, "bias --sense")
+            raise SenseToolError(f"sense {sense} is out of range: this model has senses 0..{model.config.n_senses - 1}")
+    if professions is None:
+        professions = bias_lib.PROFESSIONS
+    elif isinstance(professions, str):
+        professions = [p.strip() for p in professions.split(",") if p.strip()]
+    report = bias_lib.bias_report(model, tokenizer, [str(p) for p in professions], sense=sense, factor=float(factor))
+    if json:
+        return _print_json(report)
+    after = sense is not None
+    print(f"{'profession':<14}{'before':>10}" + (f"{'after':>10}" if after else ""))
+    for row in report["professions"]:
+        print(f"{row['profession']:<14}{row['before']:>10.3f}" + (f"{row['after']:>10.3f}" if after else ""))
+    summary = f"mean he/she bias ratio: {report['before']:.3f}"
+    if after:
+        summary += f" -> {report['after']:.3f} with sense {sense} x{factor:g}"
+    print(summary)
+
+
+COMMANDS = {"lookup": lookup, "predict": predict, "edit": edit, "generate": generate, "bias": bias}
+
+
+def main(argv=None):
+    fire.Fire(COMMANDS, command=argv, name="python -m backpack_dist.senses")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,37 @@
+"""Sense look-up: what each sense of a word says about the vocabulary, read as E^T C(x)_l."""
+
+from __future__ import annotations
+
+import torch
+
+from .words import require_backpack, token_text, vocabulary_senses, word_tokens
+
+
+@torch.no_grad()
+def sense_scores(model, token_id: int) -> torch.Tensor:
+    """E^T C(x)_l for every sense l of one token: (k, vocab_size), fp32."""
+    require_backpack(model)
+    senses = vocabulary_senses(model, torch.tensor([token_id]))[0]  # (k, d)
+    return senses @ model.output_embedding().float().T
+
+
+def _ranked(tokenizer, scores: torch.Tensor, top: int, largest: bool) -> list[dict]:
+    values, ids = scores.topk(top, largest=largest)
+    return [{"token": token_text(tokenizer, int(i)), "id": int(i), "score": float(v)}
+            for v, i in zip(values, ids, strict=True)]
+
+
+def lookup_token(model, tokenizer, token_id: int, top: int = 10) -> list[dict]:
+    """For each sense: its index, the `top` highest- and lowest-scoring vocabulary items."""
+    scores = sense_scores(model, token_id)
+    top = max(1, min(top, scores.shape[-1]))
+    return [{"sense": l, "top": _ranked(tokenizer, s, top, True), "bottom": _ranked(tokenizer, s, top, False)}
+            for l, s in enumerate(scores)]
+
+
+def lookup_word(model, tokenizer, word: str, top: int = 10) -> list[dict]:
+    """Look-up of every token of a word ("nurse" is read as " nurse"): one entry per token with
+    its text and per-sense tables."""
+    require_backpack(model)
+    return [{"token": token_text(tokenizer, t), "id": t, "senses": lookup_token(model, tokenizer, t, top)}
+            for t in word_tokens(tokenizer, word)]
