@@ -1,0 +1,55 @@
+"""python -m backpack_dist.eval --checkpoint PATH --tasks owt,lambada,wikitext,blimp,similarity --out results.json
+python -m backpack_dist.eval table results/*.json
+python -m backpack_dist.eval install_lm_eval   # makes `lm_eval --model backpack` work in this environment"""
+
+import functools
+import sys
+
+import fire
+
+
+def table(*paths):
+    """Print results files as markdown in the layout of the paper's Table 2."""
+    from .results import render
+
+    print(render(paths))
+
+
+def install_lm_eval():
+    """Register the "backpack" model with lm-evaluation-harness for this Python environment."""
+    from .lm_eval_hook import install
+
+    print(f"installed {install()}: lm_eval --model backpack --model_args checkpoint=PATH now works")
+
+
+def summary(report: dict) -> str:
+    lines = [f"{report['model_name']} step {report['step']} ({report['checkpoint']})"]
+    for task, metrics in report["results"].items():
+        shown = {k: v for k, v in metrics.items() if "/" not in k and not k.startswith("sense_")}
+        lines.append(f"  {task}: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                             for k, v in shown.items()))
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    commands = {"table": table, "install_lm_eval": install_lm_eval}
+    try:
+        if argv and argv[0] in commands:
+            fire.Fire(commands[argv[0]], command=argv[1:], name=f"backpack_dist.eval {argv[0]}")
+        else:
+            from .runner import evaluate
+
+            @functools.wraps(evaluate)  # fire reads the flags from evaluate's signature
+            def run(*args, **kwargs):
+                report = evaluate(*args, **kwargs)
+                print(summary(report))
+
+            fire.Fire(run, command=argv, name="backpack_dist.eval")
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,66 @@
+"""LAMBADA (OpenAI's detokenised test set, 5153 passages): predict the last word of a passage.
+
+context = the passage up to its last space, target = " " + last word. Accuracy: every target
+token is the greedy argmax. Perplexity: exp(-mean over passages of the target's total
+log-likelihood)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from .sources import hub_record, load_hub, local_record, take
+
+HUB = ("EleutherAI/lambada_openai", "default", "test")
+
+
+def read_jsonl_texts(path) -> list[str]:
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"LAMBADA file {path} does not exist (pass the OpenAI lambada_test.jsonl)")
+    texts = []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                row = None
+            if not isinstance(row, dict) or not isinstance(row.get("text"), str) or " " not in row["text"].strip():
+                raise ValueError(f"{path} line {n} is not LAMBADA jsonl: each line must be a JSON object whose "
+                                 "'text' is a passage of several words (OpenAI's lambada_test.jsonl format)")
+            texts.append(row["text"])
+    if not texts:
+        raise ValueError(f"{path} holds no passages (expected OpenAI's lambada_test.jsonl)")
+    return texts
+
+
+def load_lambada(path=None, limit=None) -> tuple[list[str], dict]:
+    if path is not None:
+        texts = take(read_jsonl_texts(path), limit)
+        return texts, local_record([path], texts)
+    texts = take(load_hub(*HUB, local_flag="--lambada_path lambada_test.jsonl")["text"], limit)
+    return texts, hub_record(*HUB, texts)
+
+
+def split_passage(text: str) -> tuple[str, str]:
+    """(context, target): the target is the last space-separated word with its leading space."""
+    context, word = text.rsplit(" ", 1)
+    return context, " " + word
+
+
+def lambada_requests(texts, enc):
+    requests = []
+    for text in texts:
+        context, target = split_passage(text)
+        requests.append((enc.encode_ordinary(context), enc.encode_ordinary(target)))
+    return requests
+
+
+def evaluate_lambada(scorer, enc, texts) -> dict:
+    scores = scorer.loglikelihoods(lambada_requests(texts, enc), desc="lambada")
+    mean_ll = sum(ll for ll, _ in scores) / len(scores)
+    return {"ppl": math.exp(-mean_ll), "acc": sum(greedy for _, greedy in scores) / len(scores),
+            "examples": len(scores)}

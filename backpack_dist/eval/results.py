@@ -1,0 +1,108 @@
+"""`python -m backpack_dist.eval table results/*.json`: results files as markdown tables in the
+layout of the paper's Table 2, each of our figures followed by the paper's in parentheses."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+# Paper Table 2: OWT PPL, LAMBADA PPL, LAMBADA ACC (%), Wikitext PPL, BLiMP (%).
+PAPER_TABLE2 = {
+    "backpack-micro": (31.5, 110, 24.7, 71.5, 75.6),
+    "transformer-micro": (34.4, 201, 21.3, 79.5, 77.8),
+    "backpack-mini": (23.5, 42.7, 31.6, 49.0, 76.2),
+    "transformer-mini": (24.5, 58.8, 29.7, 52.8, 80.4),
+    "backpack-small": (20.1, 26.5, 37.5, 40.9, 76.3),
+    "transformer-small": (20.2, 32.7, 34.9, 42.2, 81.9),
+}
+# Lexical similarity (Spearman): Backpack-Small's best measure per set, and GPT-2 124M embeddings.
+PAPER_SIMILARITY = {
+    "backpack-small": {"simlex": (0.540, "Sim_min"), "simverb": (0.502, "sense 14"), "rg65": (0.754, "sense 12"),
+                       "ws353": (0.749, "sense 12")},
+    "transformer-small": {"simlex": (0.478, "emb"), "simverb": (0.363, "emb"), "rg65": (0.634, "emb"),
+                          "ws353": (0.681, "emb")},
+}
+# (header, task, metric, scale to the paper's unit)
+COLUMNS = [("OWT PPL", "owt", "ppl", 1), ("LAMBADA PPL", "lambada", "ppl", 1), ("LAMBADA ACC", "lambada", "acc", 100),
+           ("Wikitext PPL", "wikitext", "word_ppl", 1), ("BLiMP", "blimp", "acc", 100)]
+SIM_COLUMNS = [("SimLex-999", "simlex"), ("SimVerb-3500", "simverb"), ("RG-65", "rg65"), ("WordSim-353", "ws353")]
+ORDER = list(PAPER_TABLE2)
+
+
+def read_results(paths) -> list[dict]:
+    reports = []
+    for path in paths:
+        try:
+            report = json.loads(Path(path).read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise ValueError(f"cannot read results file {path}: {e}") from None
+        if not isinstance(report, dict) or not report.get("format", "").startswith("backpack-dist-eval/"):
+            raise ValueError(f"{path} is not a results file of python -m backpack_dist.eval")
+        reports.append(report)
+    if not reports:
+        raise ValueError("no results files given: python -m backpack_dist.eval table results/*.json")
+    return reports
+
+
+def _fmt(value, digits=1) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:.{digits}f}"
+
+
+def _label(report: dict) -> str:
+    name = report.get("model_name") or Path(report["checkpoint"]).name
+    label = name if report.get("step") is None else f"{name} @{report['step']}"
+    return label + (f" (limit {report['settings']['limit']})" if report.get("settings", {}).get("limit") else "")
+
+
+def _sort_key(report: dict):
+    name = report.get("model_name") or ""
+    return (ORDER.index(name) if name in ORDER else len(ORDER), name, report.get("step") or 0)
+
+
+def table2(reports) -> str:
+    lines = ["| model | " + " | ".join(h for h, *_ in COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
+    for report in sorted(reports, key=_sort_key):
+        paper = PAPER_TABLE2.get(report.get("model_name"))
+        cells = []
+        for i, (_, task, metric, scale) in enumerate(COLUMNS):
+            value = report["results"].get(task, {}).get(metric)
+            ours = _fmt(value * scale if value is not None else None)
+            cells.append(ours + (f" ({_fmt(paper[i])})" if paper else ""))
+        lines.append(f"| {_label(report)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def similarity_table(reports) -> str | None:
+    rows = [r for r in sorted(reports, key=_sort_key) if any(t in r["results"] for _, t in SIM_COLUMNS)]
+    if not rows:
+        return None
+    lines = ["| model | " + " | ".join(h for h, _ in SIM_COLUMNS) + " |", "|---" * (len(SIM_COLUMNS) + 1) + "|"]
+    for report in rows:
+        paper = PAPER_SIMILARITY.get(report.get("model_name"), {})
+        cells = []
+        for _, task in SIM_COLUMNS:
+            m = report["results"].get(task)
+            if m is None:
+                cells.append("-")
+                continue
+            parts = []
+            if "sense_min" in m:
+                parts += [f"min {m['sense_min']:.3f}", f"best {m['best_sense_rho']:.3f} (sense {m['best_sense']})"]
+            parts.append(f"emb {m['embedding']:.3f}")
+            if task in paper:
+                parts.append(f"(paper {paper[task][0]:.3f} {paper[task][1]})")
+            cells.append(", ".join(parts[:-1]) + " " + parts[-1] if task in paper else ", ".join(parts))
+        lines.append(f"| {_label(report)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def render(paths) -> str:
+    reports = read_results(paths)
+    out = ["Ours (paper Table 2). ACC and BLiMP in %, PPL word-level for Wikitext.", "", table2(reports)]
+    sim = similarity_table(reports)
+    if sim:
+        out += ["", "Lexical similarity, Spearman rho (Sim_min, best single sense, output embeddings).", "", sim]
+    return "\n".join(out)
