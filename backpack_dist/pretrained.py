@@ -71,7 +71,7 @@ def load_pretrained(path, device="cpu"):
     path = Path(path)
     if not path.exists():
         raise ValueError(f"checkpoint {path} does not exist")
-    if not (path / CONFIG).is_file():
+    if not (path / WEIGHTS).is_file():
         from .checkpoint import export_in_memory  # DeepSpeed is imported only when needed
 
         state_dict, config, info, tokenizer = export_in_memory(path)

@@ -1,0 +1,167 @@
+"""Training checkpoints: DeepSpeed's save/load plus what makes them safe to resume from.
+
+Layout of RUN/checkpoints/:
+  step_00000020/            DeepSpeed's files + rng_rank{r}.pt for every rank
+  step_00000020/COMPLETE    written by rank 0 after every rank has finished writing
+  latest                    the newest complete tag (replaced atomically)
+A crash mid-save leaves a folder without COMPLETE, which resume ignores.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+
+COMPLETE = "COMPLETE"
+LATEST = "latest"
+TAG_RE = re.compile(r"^step_(\d{8})$")
+
+
+def tag_for_step(step: int) -> str:
+    return f"step_{step:08d}"
+
+
+def checkpoints_dir(run_dir) -> Path:
+    return Path(run_dir) / "checkpoints"
+
+
+def complete_steps(ckpt_dir) -> list[int]:
+    ckpt_dir = Path(ckpt_dir)
+    if not ckpt_dir.is_dir():
+        return []
+    steps = []
+    for child in ckpt_dir.iterdir():
+        m = TAG_RE.match(child.name)
+        if m and (child / COMPLETE).is_file():
+            steps.append(int(m.group(1)))
+    return sorted(steps)
+
+
+def latest_complete_step(ckpt_dir) -> int | None:
+    steps = complete_steps(ckpt_dir)
+    return steps[-1] if steps else None
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def rng_state() -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+def save(engine, run_dir, step: int, client_state: dict, keep: int) -> Path:
+    """Collective: every rank calls it. Returns the checkpoint folder."""
+    rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
+    ckpt_dir = checkpoints_dir(run_dir)
+    tag = tag_for_step(step)
+    folder = ckpt_dir / tag
+    if rank == 0 and folder.exists():  # a partial save from a crashed attempt
+        shutil.rmtree(folder)
+    torch.distributed.barrier()
+    engine.save_checkpoint(str(ckpt_dir), tag=tag, client_state=client_state, save_latest=False)
+    torch.save(rng_state(), folder / f"rng_rank{rank}.pt")
+    torch.distributed.barrier()  # every rank has written everything
+    if rank == 0:
+        _write_atomically(folder / COMPLETE, json.dumps({"step": step, "world_size": world}) + "\n")
+        _write_atomically(ckpt_dir / LATEST, tag + "\n")
+        for old in complete_steps(ckpt_dir)[:-keep]:
+            shutil.rmtree(ckpt_dir / tag_for_step(old), ignore_errors=True)
+    torch.distributed.barrier()
+    return folder
+
+
+def load(engine, run_dir, step: int) -> dict:
+    """Collective. Restores engine, optimizer, scheduler and this rank's RNG; returns client state."""
+    ckpt_dir = checkpoints_dir(run_dir)
+    tag = tag_for_step(step)
+    _, client_state = engine.load_checkpoint(
+        str(ckpt_dir), tag=tag, load_optimizer_states=True, load_lr_scheduler_states=True)
+    if client_state is None:
+        raise RuntimeError(f"could not load checkpoint {ckpt_dir / tag}")
+    rng_file = ckpt_dir / tag / f"rng_rank{torch.distributed.get_rank()}.pt"
+    saved_world = json.loads((ckpt_dir / tag / COMPLETE).read_text())["world_size"]
+    if saved_world == torch.distributed.get_world_size() and rng_file.is_file():
+        set_rng_state(torch.load(rng_file, weights_only=False))
+    return client_state
+
+
+def _resolve_checkpoint(path: Path, step: int | None = None) -> tuple[Path, str]:
+    """A run dir, its checkpoints/ dir, or one step folder -> (checkpoints dir, tag)."""
+    if TAG_RE.match(path.name):
+        if not (path / COMPLETE).is_file():
+            raise ValueError(f"checkpoint {path} is incomplete (no {COMPLETE} marker): its save was interrupted")
+        return path.parent, path.name
+    ckpt_dir = path if path.name == "checkpoints" else checkpoints_dir(path)
+    steps = complete_steps(ckpt_dir)
+    if not steps:
+        raise ValueError(f"{path} has no complete checkpoint (looked in {ckpt_dir})")
+    if step is None:
+        step = steps[-1]
+    elif step not in steps:
+        raise ValueError(f"{path} has no complete checkpoint for step {step}; available: {steps}")
+    return ckpt_dir, tag_for_step(step)
+
+
+def consolidated_state_dict(ckpt_dir: Path, tag: str) -> dict:
+    """Full fp32 weights from any ZeRO stage, via DeepSpeed's own consolidation."""
+    folder = ckpt_dir / tag
+    if any(folder.glob("*optim_states.pt")) and any(folder.glob("*zero_pp_rank_*")):
+        from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+        state = get_fp32_state_dict_from_zero_checkpoint(str(ckpt_dir), tag=tag, lazy_mode=True)
+        return {k: v.contiguous() for k, v in state.items()}
+    # Stage 0 in fp32: the model states file holds the full module.
+    states = torch.load(_rank0_model_states(folder), map_location="cpu", weights_only=False, mmap=True)
+    return {k: v.float() for k, v in states["module"].items()}
+
+
+def _rank0_model_states(folder: Path) -> Path:
+    """DeepSpeed names rank 0's file mp_rank_00_model_states.pt, or zero_pp_rank_0_... under ZeRO-3."""
+    for name in ("mp_rank_00_model_states.pt", "zero_pp_rank_0_mp_rank_00_model_states.pt"):
+        if (folder / name).is_file():
+            return folder / name
+    raise ValueError(f"{folder} holds no DeepSpeed model states file; is it a backpack-dist checkpoint?")
+
+
+def read_run_state(ckpt_dir: Path, tag: str) -> dict:
+    """The client state saved with a checkpoint (run config, step, loader state)."""
+    states = torch.load(_rank0_model_states(ckpt_dir / tag), map_location="cpu", weights_only=False, mmap=True)
+    keep = ("step", "run_config", "model_name", "model_config", "tokenizer", "tokens_seen")
+    return {k: states[k] for k in keep if k in states}
+
+
+def export_in_memory(path, step: int | None = None):
+    """(state_dict, ModelConfig, info, tokenizer spec) of a run's newest (or given) complete checkpoint."""
+    from .model import ModelConfig
+
+    ckpt_dir, tag = _resolve_checkpoint(Path(path), step)
+    run_state = read_run_state(ckpt_dir, tag)
+    config = ModelConfig.from_dict(run_state["model_config"])
+    state_dict = consolidated_state_dict(ckpt_dir, tag)
+    info = {"model_name": run_state["model_name"], "step": run_state["step"], "checkpoint": str(ckpt_dir / tag),
+            "tokens_seen": run_state.get("tokens_seen")}
+    return state_dict, config, info, run_state["tokenizer"]

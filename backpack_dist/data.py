@@ -1,0 +1,76 @@
+"""Training data: mosaicml-streaming over the data-prep output, with an exact, resumable
+position in the stream.
+
+Sample order is fixed by the shuffle seed and `num_canonical_nodes` (not by the number of
+processes), and the position is counted in global samples, so a run resumes on any number of
+processes at exactly the sample where it stopped.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+IGNORE_INDEX = -100
+
+
+def collate_tokens(samples: list[dict], seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Samples of up to seq_len+1 tokens -> (inputs, targets), (B, seq_len) each. Short samples
+    (the remainder at the end of a data-prep part) are padded; their padded targets are ignored."""
+    batch = np.zeros((len(samples), seq_len + 1), dtype=np.int64)
+    targets_valid = np.zeros((len(samples), seq_len), dtype=bool)
+    for i, sample in enumerate(samples):
+        tokens = sample["tokens"][: seq_len + 1]
+        batch[i, : len(tokens)] = tokens
+        targets_valid[i, : len(tokens) - 1] = True
+    batch = torch.from_numpy(batch)
+    targets = batch[:, 1:].clone()
+    targets[~torch.from_numpy(targets_valid)] = IGNORE_INDEX
+    return batch[:, :-1].contiguous(), targets
+
+
+class TokenStream:
+    """An endless iterator of (inputs, targets) micro batches for this rank, epoch after epoch."""
+
+    def __init__(self, local: str, *, remote: str | None, micro_batch: int, seq_len: int, shuffle: bool, seed: int,
+                 num_canonical_nodes: int, num_workers: int, world_size: int):
+        from streaming import StreamingDataset
+
+        self.dataset = StreamingDataset(
+            local=local, remote=remote, shuffle=shuffle, shuffle_seed=seed, batch_size=micro_batch,
+            num_canonical_nodes=num_canonical_nodes, replication=None)
+        self.micro_batch, self.seq_len, self.num_workers = micro_batch, seq_len, num_workers
+        self.world_size = world_size
+        self.epoch, self.sample_in_epoch = 0, 0  # global samples consumed in this epoch
+        self._iterator = None
+
+    def _loader(self):
+        return torch.utils.data.DataLoader(
+            self.dataset, batch_size=self.micro_batch, num_workers=self.num_workers, drop_last=True,
+            collate_fn=lambda s: collate_tokens(s, self.seq_len), persistent_workers=False)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        while True:
+            if self._iterator is None:
+                self._iterator = iter(self._loader())
+            try:
+                batch = next(self._iterator)
+            except StopIteration:
+                self._iterator = None
+                self.epoch, self.sample_in_epoch = self.epoch + 1, 0
+                continue
+            self.sample_in_epoch += self.micro_batch * self.world_size
+            return batch
+
+    def state_dict(self) -> dict:
+        state = self.dataset.state_dict(num_samples=self.sample_in_epoch, from_beginning=True)
+        state["epoch"] = self.epoch
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        """Call before the first batch; the next batch is the first one not yet trained on."""
+        self.epoch, self.sample_in_epoch = state["epoch"], state["sample_in_epoch"]
+        self.dataset.load_state_dict(state)

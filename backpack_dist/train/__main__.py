@@ -1,0 +1,35 @@
+"""python -m backpack_dist.train --model backpack-small --data_dir OUT --run_dir RUN --ds_config ds_configs/zero2.json
+
+Launch as one plain process, under `deepspeed --num_gpus N -m backpack_dist.train ...`, or under
+`torchrun`. Every TrainConfig field is a flag (defaults: the paper's recipe). Re-running the same
+command on a RUN with checkpoints resumes from the newest complete one.
+"""
+
+import sys
+
+import fire
+
+from .config import ConfigError, TrainConfig
+
+
+def main(**flags):
+    known = set(TrainConfig.__dataclass_fields__)
+    # deepspeed's launcher appends --local_rank=N; the rank is read from the environment instead.
+    flags.pop("local_rank", None)
+    unknown = sorted(set(flags) - known)
+    if unknown:
+        raise ConfigError(f"unknown flag(s) {', '.join('--' + u for u in unknown)}; see python -m backpack_dist.train --help")
+    if "betas" in flags:
+        flags["betas"] = tuple(flags["betas"])
+    cfg = TrainConfig(**flags)
+    from .loop import train
+
+    sys.exit(train(cfg))
+
+
+if __name__ == "__main__":
+    try:
+        fire.Fire(main)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)

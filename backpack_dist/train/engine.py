@@ -1,0 +1,106 @@
+"""Parallelism: process-group setup and the DeepSpeed engine (ZeRO stage from the JSON config,
+batch, precision, optimizer and schedule from the command line)."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import torch
+from torch import nn
+
+from .config import TrainConfig, grad_accumulation_steps
+
+
+def init_distributed() -> None:
+    """Join the process group set up by deepspeed/torchrun/srun, or make a world of one."""
+    import deepspeed
+
+    if "RANK" not in os.environ:  # a plain `python -m backpack_dist.train`
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", LOCAL_WORLD_SIZE="1",
+                          MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    # mosaicml-streaming reads LOCAL_WORLD_SIZE to know which ranks share a node; the deepspeed
+    # launcher does not set it.
+    if "LOCAL_WORLD_SIZE" not in os.environ:
+        os.environ["LOCAL_WORLD_SIZE"] = str(torch.cuda.device_count() if torch.cuda.is_available()
+                                             else os.environ.get("WORLD_SIZE", "1"))
+    if torch.cuda.is_available():
+        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
+    deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo")
+
+
+def use_bf16(cfg: TrainConfig) -> bool:
+    return cfg.precision == "bf16" or (cfg.precision == "auto" and torch.cuda.is_available())
+
+
+def weight_decay_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Decay matrices of Linear layers only: no decay on biases, LayerNorms or embeddings."""
+    decay, no_decay = [], []
+    for module in model.modules():
+        for name, p in module.named_parameters(recurse=False):
+            (decay if isinstance(module, nn.Linear) and name == "weight" else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def deepspeed_config(base: dict, cfg: TrainConfig, world_size: int) -> dict:
+    """The user's ZeRO JSON with every field that the command line owns filled in."""
+    ds = dict(base)
+    ds["train_micro_batch_size_per_gpu"] = cfg.micro_batch
+    ds["gradient_accumulation_steps"] = grad_accumulation_steps(cfg.global_batch, cfg.micro_batch, world_size)
+    ds["train_batch_size"] = cfg.global_batch
+    ds["gradient_clipping"] = cfg.grad_clip
+    ds["zero_allow_untested_optimizer"] = True  # our AdamW subclass below
+    ds["bf16"] = {"enabled": use_bf16(cfg)}
+    ds["scheduler"] = {
+        "type": "WarmupDecayLR",
+        "params": {"warmup_min_lr": 0.0, "warmup_max_lr": cfg.lr, "warmup_num_steps": cfg.resolved_warmup_steps,
+                   "total_num_steps": cfg.max_steps, "warmup_type": "linear"},
+    }
+    if "optimizer" in ds:  # e.g. ZeRO-Offload, which needs DeepSpeed's CPU Adam
+        ds["optimizer"] = {"type": ds["optimizer"].get("type", "AdamW"),
+                           "params": {"lr": cfg.lr, "betas": list(cfg.betas), "eps": cfg.eps,
+                                      "weight_decay": cfg.weight_decay}}
+    return ds
+
+
+class GuardedAdamW(torch.optim.AdamW):
+    """torch's AdamW that skips an update whose gradients are not all finite on every rank.
+
+    DeepSpeed calls it on its (possibly partitioned) fp32 gradients after clipping, so one
+    finite-check here covers every ZeRO stage."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.skipped_last_step = False
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        grads = [p.grad for group in self.param_groups for p in group["params"] if p.grad is not None]
+        device = grads[0].device if grads else torch.device("cpu")
+        finite = torch.tensor(float(all(torch.isfinite(g).all() for g in grads)), device=device)
+        if torch.distributed.is_initialized():
+            torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
+        self.skipped_last_step = finite.item() < 1
+        if self.skipped_last_step:
+            return None
+        return super().step(closure)
+
+
+def build_engine(model: nn.Module, cfg: TrainConfig, ds_base: dict, world_size: int):
+    import deepspeed
+
+    ds = deepspeed_config(ds_base, cfg, world_size)
+    groups = weight_decay_groups(model, cfg.weight_decay)
+    optimizer = None
+    if "optimizer" not in ds:
+        fused = torch.cuda.is_available()
+        optimizer = GuardedAdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, fused=fused or None)
+    engine, optimizer, _, scheduler = deepspeed.initialize(
+        model=model, model_parameters=groups, optimizer=optimizer, config=ds)
+    if ds.get("zero_optimization", {}).get("stage", 0) == 3:
+        # The tied embedding is used as the output layer outside its own module's forward.
+        deepspeed.zero.register_external_parameter(engine.module, engine.module.wte.weight)
+    return engine, optimizer, scheduler

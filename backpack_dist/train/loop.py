@@ -1,0 +1,242 @@
+"""The training loop: data -> DeepSpeed engine -> metrics, checkpoints and a clean stop on
+SIGUSR1/SIGTERM (save at the next step boundary, exit PREEMPTED_EXIT_CODE)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import signal
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import checkpoint
+from ..data import TokenStream
+from ..model import model_config, model_from_config
+from ..model.flops import training_flops_per_token
+from .config import (PREEMPTED_EXIT_CODE, ConfigError, TrainConfig, check_data_fits_model, grad_accumulation_steps,
+                     load_ds_config, validate)
+from .engine import build_engine, init_distributed
+from .metrics import MetricsLog, device_peak_flops, mfu
+
+# Settings that must not change when a run directory is resumed.
+RESUME_INVARIANTS = ("model", "global_batch", "seed", "d_model", "n_layer", "n_head", "n_senses", "vocab_size",
+                     "seq_len", "dropout")
+
+
+class StopRequest:
+    """Remembers SIGUSR1/SIGTERM; the loop acts on it at the next step boundary, on all ranks."""
+
+    def __init__(self):
+        self.signum = 0
+        for sig in (signal.SIGUSR1, signal.SIGTERM):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame):
+        self.signum = signum
+
+    def agreed(self, device) -> bool:
+        flag = torch.tensor(float(self.signum), device=device)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        return flag.item() > 0
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def check_run_dir(cfg: TrainConfig) -> None:
+    """A run dir holds one run: refuse to resume it with settings that change the run."""
+    saved_file = Path(cfg.run_dir) / "config.json"
+    if not saved_file.exists():
+        return
+    saved = json.loads(saved_file.read_text())
+    changed = [k for k in RESUME_INVARIANTS if saved.get(k) != getattr(cfg, k)]
+    if changed:
+        diff = ", ".join(f"{k}: {saved.get(k)} -> {getattr(cfg, k)}" for k in changed)
+        raise ConfigError(f"run dir {cfg.run_dir} was started with different settings ({diff}); "
+                          "re-run with the original flags or use a new --run_dir")
+
+
+def write_run_config(cfg: TrainConfig) -> None:
+    path = Path(cfg.run_dir) / "config.json"
+    tmp = path.with_name(".config.json.tmp")
+    tmp.write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+    tmp.replace(path)
+
+
+def read_data_info(cfg: TrainConfig) -> dict:
+    from data_prep import read_dataset_info
+
+    try:
+        return read_dataset_info(cfg.data_dir)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+
+@torch.no_grad()
+def evaluate(engine, stream_factory, batches: int, device) -> float:
+    """Mean token cross-entropy over the first `batches` micro batches of the validation split."""
+    engine.eval()
+    total = torch.zeros(2, device=device, dtype=torch.float64)
+    for i, (x, y) in enumerate(stream_factory()):
+        if i == batches:
+            break
+        x, y = x.to(device), y.to(device)
+        n = (y != -100).sum()
+        if n > 0:
+            total[0] += engine(x, targets=y).double() * n
+            total[1] += n
+    torch.distributed.all_reduce(total)
+    engine.train()
+    return (total[0] / total[1]).item() if total[1] > 0 else float("nan")
+
+
+def validation_batches(cfg: TrainConfig, seq_len: int, world: int):
+    from streaming import StreamingDataset
+
+    from ..data import collate_tokens
+
+    val_dir = os.path.join(cfg.data_dir, "val")
+    if cfg.remote is None and not os.path.isdir(val_dir):
+        return None
+    dataset = StreamingDataset(local=val_dir, remote=f"{cfg.remote}/val" if cfg.remote else None, shuffle=False,
+                               batch_size=cfg.micro_batch, num_canonical_nodes=cfg.num_canonical_nodes)
+
+    def batches():
+        return iter(torch.utils.data.DataLoader(dataset, batch_size=cfg.micro_batch, num_workers=0,
+                                                collate_fn=lambda s: collate_tokens(s, seq_len)))
+
+    return batches
+
+
+def train(cfg: TrainConfig) -> int:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    validate(cfg, world)
+    data_info = read_data_info(cfg) if cfg.remote is None else None
+    model_cfg = model_config(cfg.model, **cfg.model_overrides)
+    if data_info is not None:
+        check_data_fits_model(data_info, model_cfg.vocab_size, model_cfg.seq_len)
+    seq_len = data_info["seq_len"] if data_info else model_cfg.seq_len
+    check_run_dir(cfg)
+
+    init_distributed()
+    rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
+    device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+    run_dir = Path(cfg.run_dir)
+    if rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_run_config(cfg)
+
+    seed_everything(cfg.seed)  # identical initial weights on every rank
+    model = model_from_config(model_cfg)
+    engine, optimizer, scheduler = build_engine(model, cfg, load_ds_config(cfg.ds_config), world)
+    seed_everything(cfg.seed + 1 + rank)  # distinct dropout masks per rank
+
+    accum = grad_accumulation_steps(cfg.global_batch, cfg.micro_batch, world)
+    stream = TokenStream(
+        os.path.join(cfg.data_dir, "train"), remote=f"{cfg.remote}/train" if cfg.remote else None,
+        micro_batch=cfg.micro_batch, seq_len=seq_len, shuffle=True, seed=cfg.seed,
+        num_canonical_nodes=cfg.num_canonical_nodes, num_workers=cfg.num_workers, world_size=world)
+    val_batches = validation_batches(cfg, seq_len, world)
+
+    step, tokens_seen = 0, 0
+    resume_step = checkpoint.latest_complete_step(checkpoint.checkpoints_dir(run_dir))
+    if resume_step is not None:
+        client = checkpoint.load(engine, run_dir, resume_step)
+        step, tokens_seen = client["step"], client["tokens_seen"]
+        stream.load_state_dict(client["loader"])
+        if rank == 0:
+            print(f"resumed from {checkpoint.checkpoints_dir(run_dir) / checkpoint.tag_for_step(step)}", flush=True)
+    tokenizer = data_info["tokenizer"] if data_info else "gpt2"
+
+    def client_state() -> dict:
+        return {"step": step, "tokens_seen": tokens_seen, "loader": stream.state_dict(), "run_config": cfg.to_dict(),
+                "model_name": cfg.model, "model_config": model_cfg.to_dict(), "tokenizer": tokenizer}
+
+    log = MetricsLog(run_dir, wandb_mode=cfg.wandb, project=cfg.wandb_project, config=cfg.to_dict(),
+                     resume_step=step) if rank == 0 else None
+    stop = StopRequest()
+    peak = device_peak_flops()
+    bar = None
+    if rank == 0:
+        from tqdm import tqdm
+
+        bar = tqdm(total=cfg.max_steps, initial=step, desc=f"train {cfg.model}", unit="step", dynamic_ncols=True)
+
+    engine.train()
+    bad_steps, last_saved = 0, step
+    window_start, window_tokens, window_flops = time.perf_counter(), 0, 0.0
+    exit_code = 0
+    while step < cfg.max_steps:
+        loss_sum = torch.zeros((), device=device)
+        lr = optimizer.param_groups[0]["lr"]
+        for _ in range(accum):
+            x, y = next(stream)
+            unique_fraction = x.unique().numel() / x.numel()
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            loss = engine(x, targets=y)
+            engine.backward(loss)
+            engine.step()
+            loss_sum += loss.detach().float()
+            window_flops += training_flops_per_token(model_cfg, unique_fraction) * x.numel() * world
+        step += 1
+        step_tokens = cfg.global_batch * seq_len
+        tokens_seen += step_tokens
+        window_tokens += step_tokens
+        torch.distributed.all_reduce(loss_sum)
+        loss_value = loss_sum.item() / (accum * world)
+        grad_norm = engine.get_global_grad_norm()
+        grad_norm = float(grad_norm) if grad_norm is not None else float("nan")
+        skipped = getattr(optimizer, "skipped_last_step", False) or not math.isfinite(loss_value)
+        if skipped:
+            bad_steps += 1
+            if rank == 0:
+                print(f"step {step}: non-finite loss {loss_value} or grad norm {grad_norm}; update skipped "
+                      f"({bad_steps} in a row)", file=sys.stderr, flush=True)
+            if bad_steps >= cfg.max_bad_steps:
+                if rank == 0:
+                    print(f"error: stopping at step {step} after {bad_steps} non-finite steps in a row; lower --lr or "
+                          "check the data, then resume from the last checkpoint", file=sys.stderr, flush=True)
+                exit_code = 3
+                break
+        else:
+            bad_steps = 0
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}")
+        if rank == 0 and step % cfg.log_every == 0:
+            elapsed = time.perf_counter() - window_start
+            tps = window_tokens / elapsed
+            record = {"step": step, "loss": loss_value, "lr": lr, "grad_norm": grad_norm, "tokens_per_s": tps,
+                      "mfu": (window_flops / elapsed) / (peak * world) if peak else None, "tokens_seen": tokens_seen}
+            log.log(record)
+        if step % cfg.log_every == 0:
+            window_start, window_tokens, window_flops = time.perf_counter(), 0, 0.0
+        if val_batches is not None and (step % cfg.eval_every == 0 or step == cfg.max_steps):
+            val_loss = evaluate(engine, val_batches, cfg.eval_batches, device)
+            if rank == 0:
+                log.log({"step": step, "val_loss": val_loss, "val_ppl": math.exp(min(val_loss, 700))})
+        stop_now = stop.agreed(device)
+        if step % cfg.save_every == 0 or step == cfg.max_steps or stop_now:
+            checkpoint.save(engine, run_dir, step, client_state(), cfg.keep)
+            last_saved = step
+        if stop_now:
+            if rank == 0:
+                print(f"stopped by signal {stop.signum or 'on another rank'} after saving step {last_saved}; "
+                      f"re-run the same command to resume", file=sys.stderr, flush=True)
+            exit_code = PREEMPTED_EXIT_CODE
+            break
+    if bar is not None:
+        bar.close()
+    if log is not None:
+        log.close()
+    torch.distributed.barrier()
+    return exit_code

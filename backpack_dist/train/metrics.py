@@ -1,0 +1,75 @@
+"""What a run reports: metrics.jsonl lines, wandb, and MFU against the device's real peak."""
+
+from __future__ import annotations
+
+import json
+import math
+import uuid
+from pathlib import Path
+
+import torch
+
+# Dense bf16 tensor-core peaks (no sparsity), FLOP/s, from the vendors' data sheets. The most
+# specific name comes first.
+PEAK_BF16_FLOPS = [
+    ("H200", 989e12), ("H100 PCIe", 756e12), ("H100 NVL", 835e12), ("H100", 989e12), ("GH200", 989e12),
+    ("B200", 2250e12), ("A100", 312e12), ("A800", 312e12), ("L40S", 362e12), ("L4", 121e12), ("A10G", 70e12),
+    ("A10", 125e12), ("RTX 4090", 165e12), ("RTX 3090", 71e12), ("V100", 125e12), ("MI300X", 1307e12),
+    ("MI250X", 383e12),
+]
+
+
+def device_peak_flops() -> float | None:
+    """Peak bf16 FLOP/s of this process's GPU, or None (CPU, unknown device): then no MFU."""
+    if not torch.cuda.is_available():
+        return None
+    name = torch.cuda.get_device_name()
+    for key, peak in PEAK_BF16_FLOPS:
+        if key in name:
+            return peak
+    return None
+
+
+def mfu(tokens_per_s: float, flops_per_token: float, world_size: int, peak: float | None) -> float | None:
+    if peak is None:
+        return None
+    return tokens_per_s * flops_per_token / (peak * world_size)
+
+
+class MetricsLog:
+    """Rank 0's record of a run: RUN/metrics.jsonl plus wandb (online, offline or disabled)."""
+
+    def __init__(self, run_dir, *, wandb_mode: str, project: str, config: dict, resume_step: int):
+        self.path = Path(run_dir) / "metrics.jsonl"
+        self._drop_lines_after(resume_step)
+        self.wandb = None
+        if wandb_mode != "disabled":
+            import wandb
+
+            id_file = Path(run_dir) / "wandb_id"
+            run_id = id_file.read_text().strip() if id_file.exists() else uuid.uuid4().hex[:12]
+            id_file.write_text(run_id + "\n")
+            self.wandb = wandb.init(project=project, id=run_id, resume="allow", mode=wandb_mode, dir=str(run_dir),
+                                    config=config, name=Path(run_dir).name)
+
+    def _drop_lines_after(self, step: int) -> None:
+        """A run killed after its last checkpoint logged steps it will now redo: forget them so
+        metrics.jsonl holds each step once."""
+        if not self.path.exists():
+            return
+        kept = [line for line in self.path.read_text().splitlines(keepends=True)
+                if line.strip() and json.loads(line)["step"] <= step]
+        tmp = self.path.with_name(".metrics.jsonl.tmp")
+        tmp.write_text("".join(kept))
+        tmp.replace(self.path)
+
+    def log(self, record: dict) -> None:
+        record = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.wandb is not None:
+            self.wandb.log({k: v for k, v in record.items() if k != "step" and v is not None}, step=record["step"])
+
+    def close(self) -> None:
+        if self.wandb is not None:
+            self.wandb.finish()
