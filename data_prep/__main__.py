@@ -1,0 +1,62 @@
+"""python -m data_prep {openwebtext,text,merge,inspect} ... (fire); see docs/data_prep.md."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import fire
+
+from .errors import PrepError
+from .inspect import inspect as inspect_output
+from .job import DEFAULTS, run_job
+from .merge import merge as merge_parts
+from .openwebtext import HF_DATASET, hf_arrow_files
+
+
+def _print(summary: dict) -> None:
+    print(json.dumps(summary, indent=1))
+
+
+class Commands:
+    """Tokenize text into MDS shards of `seq_len + 1` uint16 GPT-2 tokens, in parallel jobs."""
+
+    def text(self, input=None, out_dir=None, seq_len=512, tokenizer="gpt2", val_fraction=0.0005, seed=2357,
+             num_shards=1, shard_index=0, workers=1, overwrite=False, text_field="text", one_doc_per_file=False,
+             part_mb=DEFAULTS["part_mb"], max_doc_chars=DEFAULTS["max_doc_chars"], progress=True):
+        """Prepare local files: plain text (blank-line separated documents, or --one_doc_per_file),
+        jsonl with a `text` field, parquet or arrow. --input takes files, folders, globs or a,b,c."""
+        if out_dir is None:
+            raise PrepError("--out_dir is required")
+        _print(run_job(input, out_dir, seq_len=seq_len, tokenizer=tokenizer, val_fraction=val_fraction, seed=seed,
+                       num_shards=num_shards, shard_index=shard_index, workers=workers, overwrite=overwrite,
+                       text_field=text_field, one_doc_per_file=one_doc_per_file, part_mb=part_mb,
+                       max_doc_chars=max_doc_chars, progress=progress))
+
+    def openwebtext(self, out_dir=None, input=None, dataset=HF_DATASET, **options):
+        """Prepare OpenWebText: the HF dataset (downloaded into the HF cache once), or local copies
+        given with --input (parquet/arrow/jsonl). Same options as `text`."""
+        self.text(input=input if input is not None else hf_arrow_files(dataset), out_dir=out_dir, **options)
+
+    def merge(self, out_dir=None):
+        """Join the parts of all jobs into OUT/train and OUT/val and write OUT/dataset.json."""
+        if out_dir is None:
+            raise PrepError("--out_dir is required")
+        info = merge_parts(out_dir)
+        _print({k: info[k] for k in ("seq_len", "tokenizer", "num_parts", "splits", "skipped", "repaired")})
+
+    def inspect(self, out_dir, samples=2, chars=300):
+        """Print document/token counts and decode a few samples."""
+        print(inspect_output(out_dir, samples=samples, chars=chars))
+
+
+def main() -> None:
+    try:
+        fire.Fire(Commands, name="python -m data_prep")
+    except PrepError as e:
+        print(f"data_prep: error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,101 @@
+"""Joining the committed parts into OUT/train/index.json and OUT/val/index.json (with
+streaming's own merge_index) and writing OUT/dataset.json, the training loader's entry point."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from .errors import PrepError
+from .parts import FORMAT, REPAIR_KEYS, SKIP_KEYS, SPLITS, committed_manifest, part_name, read_prep, write_json_atomic
+
+REQUIRED_KEYS = ("seq_len", "tokenizer", "tokenizer_fingerprint", "vocab_size", "eos_token_id", "splits")
+
+
+def merge(out_dir) -> dict:
+    """Merge all parts of OUT; refuses (naming the parts) when any part is not committed."""
+    from streaming.base.util import merge_index
+
+    out_dir = Path(out_dir).absolute()
+    record = read_prep(out_dir)
+    settings, sid = record["settings"], record["settings_id"]
+    n_parts = len(settings["parts"])
+    manifests, missing = [], []
+    for index in range(n_parts):
+        manifest = committed_manifest(out_dir, index, sid)
+        (missing.append(index) if manifest is None else manifests.append(manifest))
+    if missing:
+        names = ", ".join(part_name(i) for i in missing[:5]) + (" ..." if len(missing) > 5 else "")
+        raise PrepError(
+            f"{len(missing)} of {n_parts} parts of {out_dir} are not committed ({names}); rerun the prep jobs "
+            "with the same settings (part p belongs to --shard_index p % --num_shards), then merge again"
+        )
+    (out_dir / "dataset.json").unlink(missing_ok=True)
+    for split in SPLITS:
+        split_dir = out_dir / split
+        (split_dir / "index.json").unlink(missing_ok=True)
+        part_indexes = [str(split_dir / part_name(i) / "index.json") for i in range(n_parts)]
+        quiet = logging.getLogger().level
+        logging.getLogger().setLevel(logging.ERROR)  # merge_index warns about its temp folder
+        try:
+            merge_index(part_indexes, str(split_dir))
+        finally:
+            logging.getLogger().setLevel(quiet)
+
+    def total(split, key):
+        return sum(m["splits"][split][key] for m in manifests)
+
+    info = {
+        "format": FORMAT,
+        "seq_len": settings["seq_len"],
+        "tokenizer": settings["tokenizer"],
+        "tokenizer_fingerprint": settings["tokenizer_fingerprint"],
+        "vocab_size": settings["vocab_size"],
+        "eos_token_id": settings["eos_token_id"],
+        "dtype": "uint16",
+        "column": "tokens",
+        "val_fraction": settings["val_fraction"],
+        "seed": settings["seed"],
+        "settings_id": sid,
+        "num_parts": n_parts,
+        "splits": {
+            split: {
+                "documents": total(split, "documents"),
+                "tokens": total(split, "tokens"),
+                "samples": total(split, "samples"),
+                # samples per part, in index order: a part's last sample may be short
+                "part_samples": [m["splits"][split]["samples"] for m in manifests],
+            }
+            for split in SPLITS
+        },
+        "skipped": {k: sum(m["skipped"][k] for m in manifests) for k in SKIP_KEYS},
+        "repaired": {k: sum(m["repaired"][k] for m in manifests) for k in REPAIR_KEYS},
+        "inputs": [i["path"] for i in settings["inputs"]],
+    }
+    write_json_atomic(out_dir / "dataset.json", info)  # written last: its presence means "merged"
+    return info
+
+
+def read_dataset_info(out_dir) -> dict:
+    """OUT/dataset.json of a merged data-prep output; ValueError (PrepError) otherwise."""
+    out_dir = Path(out_dir)
+    path = out_dir / "dataset.json"
+    if not path.is_file():
+        hint = (
+            "run `python -m data_prep merge --out_dir {0}`".format(out_dir)
+            if (out_dir / "prep.json").is_file()
+            else "prepare it with `python -m data_prep text|openwebtext --out_dir ...` and merge"
+        )
+        raise PrepError(f"{out_dir} is not a merged data-prep output (no dataset.json); {hint}")
+    try:
+        info = json.loads(path.read_text())
+    except ValueError as e:
+        raise PrepError(f"{path} is not valid JSON ({e}); rerun `python -m data_prep merge --out_dir {out_dir}`") from None
+    missing = [k for k in REQUIRED_KEYS if k not in info]
+    if missing or info.get("format") != FORMAT:
+        raise PrepError(f"{path} is not a data-prep dataset.json (missing {missing or 'format'}); rerun merge")
+    for split in SPLITS:
+        if not (out_dir / split / "index.json").is_file():
+            raise PrepError(f"{out_dir / split / 'index.json'} is missing; rerun `python -m data_prep merge`")
+    return info

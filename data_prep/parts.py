@@ -1,0 +1,165 @@
+"""Writing parts: one part = a slice of the input tokenized into its own MDS folders
+(OUT/train/part-NNNNN and OUT/val/part-NNNNN) plus a manifest OUT/parts/part-NNNNN.json.
+
+A part is built in OUT/.tmp/part-NNNNN, moved into place, and committed by writing its manifest
+last (atomically), so a killed job leaves either a committed part or one that the next run redoes.
+OUT/prep.json holds the settings and the plan; a job with different settings is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+from .errors import PrepError
+from .packing import DocumentTokenizer, SamplePacker, is_validation
+from .sources import Piece, piece_from_json, piece_to_json
+
+FORMAT = "backpack-dist data_prep v1"
+SPLITS = ("train", "val")
+COLUMNS = {"tokens": "ndarray:uint16"}
+COMPRESSION = "zstd"
+SHARD_SIZE_LIMIT = 1 << 26
+SKIP_KEYS = ("empty", "missing_text", "invalid_json")
+REPAIR_KEYS = ("invalid_utf8_repaired", "long_doc_sliced")
+
+
+def part_name(index: int) -> str:
+    return f"part-{index:05d}"
+
+
+def write_json_atomic(path: Path, obj) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=1, sort_keys=True)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def settings_id(settings: dict) -> str:
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def read_prep(out_dir: Path) -> dict:
+    path = out_dir / "prep.json"
+    if not path.is_file():
+        raise PrepError(f"{out_dir} is not a data_prep output (no prep.json); run `python -m data_prep text ...` first")
+    return json.loads(path.read_text())
+
+
+def claim_output(out_dir: Path, settings: dict, overwrite: bool) -> None:
+    """Record the settings in OUT/prep.json, or check that they equal the recorded ones. Safe when
+    the jobs of an array start at the same moment: the file is created with a hard link."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "prep.json"
+    record = {"settings_id": settings_id(settings), "settings": settings}
+    if not path.exists() and any(p.name not in (".tmp",) for p in out_dir.iterdir()) and not overwrite:
+        raise PrepError(f"{out_dir} is not empty and not a data_prep output; choose another --out_dir or pass --overwrite")
+    tmp = out_dir / f".prep.json.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(record, indent=1, sort_keys=True))
+    try:
+        os.link(tmp, path)
+        tmp.unlink()
+        return
+    except FileExistsError:
+        pass
+    existing = json.loads(path.read_text())
+    if existing.get("settings_id") == record["settings_id"]:
+        tmp.unlink()
+        return
+    if not overwrite:
+        tmp.unlink()
+        old = existing.get("settings", {})
+        changed = [k for k in sorted(set(old) | set(settings)) if old.get(k) != settings.get(k)]
+        raise PrepError(
+            f"{out_dir} was written with different settings (changed: {', '.join(changed)}); "
+            "use another --out_dir, or pass --overwrite to rebuild it"
+        )
+    os.replace(tmp, path)  # parts with the old settings are no longer committed and get redone
+
+
+def manifest_path(out_dir: Path, index: int) -> Path:
+    return out_dir / "parts" / f"{part_name(index)}.json"
+
+
+def committed_manifest(out_dir: Path, index: int, sid: str) -> dict | None:
+    path = manifest_path(out_dir, index)
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if manifest.get("settings_id") != sid:
+        return None
+    if not all((out_dir / split / part_name(index) / "index.json").is_file() for split in SPLITS):
+        return None
+    return manifest
+
+
+def build_part(out_dir: Path, settings: dict, index: int, report: Callable[[int, int], None]) -> dict:
+    """Tokenize one part and commit it. report(documents, tokens) is called every so often."""
+    from streaming import MDSWriter  # imported here: it is slow to import and only workers need it
+
+    from .sources import iter_documents
+
+    name = part_name(index)
+    pieces: list[Piece] = [piece_from_json(p) for p in settings["parts"][index]]
+    tmp = out_dir / ".tmp" / name
+    shutil.rmtree(tmp, ignore_errors=True)  # a partial attempt of this part
+    tmp.mkdir(parents=True)
+    started = time.time()
+
+    tokenize = DocumentTokenizer(settings["tokenizer"], settings["max_doc_chars"])
+    writers = {s: MDSWriter(out=str(tmp / s), columns=COLUMNS, compression=COMPRESSION,
+                            size_limit=SHARD_SIZE_LIMIT) for s in SPLITS}
+    packers = {s: SamplePacker(settings["seq_len"], lambda a, w=writers[s]: w.write({"tokens": a})) for s in SPLITS}
+    stats: Counter = Counter()
+    seed, val_fraction = settings["seed"], settings["val_fraction"]
+    reported_docs = reported_tokens = 0
+    last_report = time.time()
+    docs = tokens = 0
+    for text in iter_documents(pieces, settings["text_field"], stats):
+        ids, sliced = tokenize(text)
+        if sliced:
+            stats["long_doc_sliced"] += 1
+        packers["val" if is_validation(text, seed, val_fraction) else "train"].add(ids)
+        docs += 1
+        tokens += len(ids)
+        if docs % 256 == 0 and time.time() - last_report > 0.5:
+            report(docs - reported_docs, tokens - reported_tokens)
+            reported_docs, reported_tokens, last_report = docs, tokens, time.time()
+    for s in SPLITS:
+        packers[s].finish()
+        writers[s].finish()
+    report(docs - reported_docs, tokens - reported_tokens)
+
+    # Commit: move the folders into place, then write the manifest (the commit marker).
+    for s in SPLITS:
+        final = out_dir / s / name
+        shutil.rmtree(final, ignore_errors=True)  # left by an attempt killed between moves
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(tmp / s, final)
+    manifest = {
+        "part": index,
+        "settings_id": settings_id(settings),
+        "pieces": [piece_to_json(p) for p in pieces],
+        "tokenizer": settings["tokenizer"],
+        "tokenizer_fingerprint": settings["tokenizer_fingerprint"],
+        "splits": {
+            s: {"documents": packers[s].documents, "tokens": packers[s].tokens, "samples": packers[s].samples}
+            for s in SPLITS
+        },
+        "skipped": {k: stats[k] for k in SKIP_KEYS},
+        "repaired": {k: stats[k] for k in REPAIR_KEYS},
+        "seconds": round(time.time() - started, 3),
+    }
+    (out_dir / "parts").mkdir(exist_ok=True)
+    write_json_atomic(manifest_path(out_dir, index), manifest)
+    shutil.rmtree(tmp, ignore_errors=True)
+    return manifest

@@ -1,0 +1,313 @@
+"""Reading documents from local corpora, and cutting the input into pieces for parallel jobs.
+
+Formats (chosen by file suffix):
+  * ``.jsonl``/``.ndjson``/``.json``: one JSON object per line, the document in ``text_field``;
+  * ``.parquet`` and ``.arrow`` (HF ``save_to_disk``/cache files): the ``text_field`` column;
+  * anything else is plain UTF-8 text: documents are separated by blank lines (lines holding only
+    ASCII whitespace), or the whole file is one document with ``one_doc_per_file``.
+
+A piece is a slice of one file: a byte range (jsonl, text), a row-group range (parquet) or a
+row range (arrow). Byte ranges are nominal: a reader snaps both ends forward to the next
+document start with the same rule, so neighbouring pieces never share or drop a document and
+the plan only needs file sizes, never a scan of the data.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from .errors import PrepError
+
+JSONL_SUFFIXES = {".jsonl", ".ndjson", ".json"}
+# Files picked up when a directory is given (an HF save_to_disk folder also holds .json metadata).
+DIRECTORY_SUFFIXES = {".jsonl", ".ndjson", ".parquet", ".arrow", ".txt", ".text", ".raw"}
+ASCII_WHITESPACE = b" \t\n\r\x0b\x0c"
+
+
+@dataclass(frozen=True)
+class Piece:
+    path: str  # absolute
+    kind: str  # jsonl | text | text_file | parquet | arrow
+    start: int
+    stop: int
+    size: int  # estimated bytes, for balancing parts
+
+
+def file_kind(path: str, one_doc_per_file: bool) -> str:
+    suffix = Path(path).suffix.lower()
+    if suffix in JSONL_SUFFIXES:
+        return "jsonl"
+    if suffix in (".parquet", ".arrow"):
+        return suffix[1:]
+    return "text_file" if one_doc_per_file else "text"
+
+
+def _flatten(inputs) -> list[str]:
+    if isinstance(inputs, (str, os.PathLike)):
+        return [os.fspath(inputs)]
+    out = []
+    for item in inputs:
+        out.extend(_flatten(item))
+    return out
+
+
+def expand_inputs(inputs) -> list[str]:
+    """Files (absolute, in the order given; directories recursively, sorted; globs sorted)."""
+    if inputs is None or inputs == [] or inputs == ():
+        raise PrepError("no input given: pass --input PATH (files, directories or globs)")
+    files: list[str] = []
+    for raw in _flatten(inputs):
+        item = str(raw)
+        if os.path.isdir(item):
+            found = sorted(
+                os.path.join(root, name)
+                for root, _, names in os.walk(item)
+                for name in names
+                if Path(name).suffix.lower() in DIRECTORY_SUFFIXES and not name.startswith(".")
+            )
+            if not found:
+                raise PrepError(f"input directory {item} holds no {'/'.join(sorted(DIRECTORY_SUFFIXES))} files")
+            files.extend(found)
+        elif os.path.exists(item):
+            files.append(item)
+        elif any(ch in item for ch in "*?["):
+            found = sorted(glob.glob(item, recursive=True))
+            if not found:
+                raise PrepError(f"input pattern {item!r} matches no file")
+            files.extend(found)
+        elif "," in item:  # fire passes `--input a,b` through as one string when it cannot parse it
+            files.extend(expand_inputs(item.split(",")))
+        else:
+            raise PrepError(f"input {item!r} does not exist")
+    files = [os.path.abspath(f) for f in files]
+    duplicates = [f for f, n in Counter(files).items() if n > 1]
+    if duplicates:
+        raise PrepError(f"input {duplicates[0]} is given twice; each file may appear once")
+    return files
+
+
+def _check_readable(path: str) -> None:
+    try:
+        with open(path, "rb") as f:
+            f.read(1)
+    except OSError as e:
+        raise PrepError(f"cannot read input {path}: {e.strerror or e}; fix its permissions or leave it out") from None
+
+
+def _arrow_table(path: str):
+    import pyarrow as pa
+
+    source = pa.memory_map(path)
+    try:
+        return pa.ipc.open_file(source).read_all()
+    except pa.ArrowInvalid:
+        return pa.ipc.open_stream(pa.memory_map(path)).read_all()
+
+
+def _split_evenly(total: int, size: int, part_bytes: int) -> list[tuple[int, int]]:
+    n = max(1, -(-size // part_bytes))
+    n = min(n, max(total, 1))
+    return [(k * total // n, (k + 1) * total // n) for k in range(n)]
+
+
+def pieces_of_file(path: str, kind: str, text_field: str, part_bytes: int) -> list[Piece]:
+    _check_readable(path)
+    size = os.path.getsize(path)
+    if kind in ("jsonl", "text"):
+        return [Piece(path, kind, a, b, b - a) for a, b in _split_evenly(size, size, part_bytes)]
+    if kind == "text_file":
+        return [Piece(path, kind, 0, size, size)]
+    if kind == "parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            meta = pq.ParquetFile(path).metadata
+        except Exception as e:
+            raise PrepError(f"cannot read parquet file {path}: {e}") from None
+        names = meta.schema.names
+        if text_field not in names:
+            raise PrepError(f"parquet file {path} has no column {text_field!r} (columns: {names}); pass --text_field")
+        pieces, first, acc = [], 0, 0
+        for g in range(meta.num_row_groups):
+            acc += meta.row_group(g).total_byte_size
+            if acc >= part_bytes or g == meta.num_row_groups - 1:
+                pieces.append(Piece(path, kind, first, g + 1, acc))
+                first, acc = g + 1, 0
+        return pieces
+    if kind == "arrow":
+        try:
+            table = _arrow_table(path)
+        except Exception as e:
+            raise PrepError(f"cannot read arrow file {path}: {e}") from None
+        if text_field not in table.column_names:
+            raise PrepError(
+                f"arrow file {path} has no column {text_field!r} (columns: {table.column_names}); pass --text_field"
+            )
+        rows = table.num_rows
+        return [Piece(path, kind, a, b, (b - a) * size // max(rows, 1)) for a, b in _split_evenly(rows, size, part_bytes)]
+    raise AssertionError(kind)
+
+
+def plan_parts(files: list[str], *, one_doc_per_file: bool, text_field: str, part_bytes: int) -> list[list[Piece]]:
+    """Group the files' pieces, in input order, into parts of about part_bytes each. The plan
+    depends only on the inputs and settings, so every job of an array computes the same one."""
+    parts: list[list[Piece]] = []
+    current: list[Piece] = []
+    current_size = 0
+    for path in files:
+        for piece in pieces_of_file(path, file_kind(path, one_doc_per_file), text_field, part_bytes):
+            if current and current_size + piece.size > part_bytes:
+                parts.append(current)
+                current, current_size = [], 0
+            current.append(piece)
+            current_size += piece.size
+    if current:
+        parts.append(current)
+    return parts
+
+
+def piece_to_json(piece: Piece) -> dict:
+    return asdict(piece)
+
+
+def piece_from_json(obj: dict) -> Piece:
+    return Piece(**obj)
+
+
+# ---------------------------------------------------------------- reading
+
+
+def _line_start_at_or_after(f, pos: int) -> int:
+    if pos == 0:
+        return 0
+    f.seek(pos - 1)
+    f.readline()  # consumes up to and including the first newline at or after pos - 1
+    return f.tell()
+
+
+def _is_blank(line: bytes) -> bool:
+    return not line.strip(ASCII_WHITESPACE)
+
+
+def _paragraph_start_at_or_after(f, pos: int) -> int:
+    """The first non-blank line that follows a blank line starting at or after pos."""
+    if pos == 0:
+        return 0
+    offset = _line_start_at_or_after(f, pos)
+    seen_blank = False
+    while True:
+        line = f.readline()
+        if not line:
+            return f.tell()
+        if _is_blank(line):
+            seen_blank = True
+        elif seen_blank:
+            return offset
+        offset += len(line)
+
+
+def _read_range(path: str, piece: Piece, snap) -> bytes:
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        begin = snap(f, piece.start)
+        end = size if piece.stop >= size else snap(f, piece.stop)
+        f.seek(begin)
+        return f.read(max(0, end - begin))
+
+
+def _decode(data: bytes, stats: Counter) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        stats["invalid_utf8_repaired"] += 1
+        return data.decode("utf-8", errors="replace")
+
+
+def _paragraphs(data: bytes) -> Iterator[bytes]:
+    lines: list[bytes] = []
+    for line in data.split(b"\n"):
+        if _is_blank(line):
+            if lines:
+                yield b"\n".join(lines)
+                lines = []
+        else:
+            lines.append(line)
+    if lines:
+        yield b"\n".join(lines)
+
+
+def _jsonl_texts(data: bytes, text_field: str, stats: Counter) -> Iterator[object]:
+    for line in data.split(b"\n"):
+        if _is_blank(line):
+            continue
+        try:
+            obj = json.loads(line)
+        except UnicodeDecodeError:
+            try:
+                obj = json.loads(line.decode("utf-8", errors="replace"))
+            except ValueError:
+                stats["invalid_json"] += 1
+                continue
+            stats["invalid_utf8_repaired"] += 1
+        except ValueError:
+            stats["invalid_json"] += 1
+            continue
+        yield obj.get(text_field) if isinstance(obj, dict) else None
+
+
+def _column_texts(piece: Piece, text_field: str) -> Iterator[object]:
+    if piece.kind == "parquet":
+        import pyarrow.parquet as pq
+
+        pf = pq.ParquetFile(piece.path)
+        batches = pf.iter_batches(row_groups=range(piece.start, piece.stop), columns=[text_field], batch_size=8192)
+        for batch in batches:
+            yield from batch.column(0).to_pylist()
+    else:
+        column = _arrow_table(piece.path).column(text_field).slice(piece.start, piece.stop - piece.start)
+        for chunk in column.chunks:
+            yield from chunk.to_pylist()
+
+
+def _raw_documents(piece: Piece, text_field: str, stats: Counter) -> Iterator[object]:
+    if piece.kind == "text":
+        for doc in _paragraphs(_read_range(piece.path, piece, _paragraph_start_at_or_after)):
+            yield _decode(doc, stats)
+    elif piece.kind == "jsonl":
+        yield from _jsonl_texts(_read_range(piece.path, piece, _line_start_at_or_after), text_field, stats)
+    elif piece.kind == "text_file":
+        with open(piece.path, "rb") as f:
+            yield _decode(f.read(), stats)
+    else:
+        yield from _column_texts(piece, text_field)
+
+
+def iter_documents(pieces: Iterable[Piece], text_field: str, stats: Counter) -> Iterator[str]:
+    """The non-empty documents of the pieces, in order. Skipped and repaired documents are
+    counted in stats (keys: empty, missing_text, invalid_json, invalid_utf8_repaired)."""
+    for piece in pieces:
+        try:
+            for text in _raw_documents(piece, text_field, stats):
+                if isinstance(text, bytes):
+                    text = _decode(text, stats)
+                if not isinstance(text, str):
+                    stats["missing_text"] += 1
+                    continue
+                if not text.strip():
+                    stats["empty"] += 1
+                    continue
+                if not text.isascii():
+                    try:
+                        text.encode("utf-8")
+                    except UnicodeEncodeError:  # lone surrogates from JSON escapes such as "\ud800"
+                        text = text.encode("utf-8", errors="replace").decode("utf-8")
+                        stats["invalid_utf8_repaired"] += 1
+                yield text
+        except OSError as e:
+            raise PrepError(f"cannot read input {piece.path}: {e.strerror or e}; fix it and rerun") from None
