@@ -1,6 +1,8 @@
 """The sense web page: its JSON API against the model, and the page driven in headless Chromium."""
 
 import json
+import subprocess
+import sys
 import threading
 import urllib.error
 import urllib.request
@@ -161,9 +163,6 @@ def test_page_predicts_zeroes_a_sense_and_resets(url, loaded):
 
 
 def test_serve_refuses_a_transformer_checkpoint(tmp_path):
-    import subprocess
-    import sys
-
     export = make_checkpoint(tmp_path / "transformer", family="transformer")
     result = subprocess.run([sys.executable, "-m", "backpack_dist.serve", "--checkpoint", str(export), "--port", "0"],
                             capture_output=True, text=True, timeout=120)
