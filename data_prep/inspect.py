@@ -25,6 +25,8 @@ def iter_document_tokens(out_dir, split: str) -> Iterator[np.ndarray]:
     part, every sample after the first starts with the previous sample's last token."""
     info = read_dataset_info(out_dir)
     eos = info["eos_token_id"]
+    if info["splits"][split]["samples"] == 0:
+        return
     dataset = open_split(out_dir, split)
     sample = 0
     for n_samples in info["splits"][split]["part_samples"]:

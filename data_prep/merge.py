@@ -91,7 +91,7 @@ def read_dataset_info(out_dir) -> dict:
     try:
         info = json.loads(path.read_text())
     except ValueError as e:
-        raise PrepError(f"{path} is not valid JSON ({e}); rerun `python -m data_prep merge --out_dir {out_dir}`") from None
+        raise PrepError(f"{path} is not valid JSON ({e}); rerun `python -m data_prep merge`") from None
     missing = [k for k in REQUIRED_KEYS if k not in info]
     if missing or info.get("format") != FORMAT:
         raise PrepError(f"{path} is not a data-prep dataset.json (missing {missing or 'format'}); rerun merge")

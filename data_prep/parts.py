@@ -61,7 +61,7 @@ def claim_output(out_dir: Path, settings: dict, overwrite: bool) -> None:
     path = out_dir / "prep.json"
     record = {"settings_id": settings_id(settings), "settings": settings}
     if not path.exists() and any(p.name not in (".tmp",) for p in out_dir.iterdir()) and not overwrite:
-        raise PrepError(f"{out_dir} is not empty and not a data_prep output; choose another --out_dir or pass --overwrite")
+        raise PrepError(f"{out_dir} is not empty and not a data_prep output; use another --out_dir or --overwrite")
     tmp = out_dir / f".prep.json.{os.getpid()}.tmp"
     tmp.write_text(json.dumps(record, indent=1, sort_keys=True))
     try:

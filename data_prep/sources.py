@@ -150,7 +150,8 @@ def pieces_of_file(path: str, kind: str, text_field: str, part_bytes: int) -> li
                 f"arrow file {path} has no column {text_field!r} (columns: {table.column_names}); pass --text_field"
             )
         rows = table.num_rows
-        return [Piece(path, kind, a, b, (b - a) * size // max(rows, 1)) for a, b in _split_evenly(rows, size, part_bytes)]
+        ranges = _split_evenly(rows, size, part_bytes)
+        return [Piece(path, kind, a, b, (b - a) * size // max(rows, 1)) for a, b in ranges]
     raise AssertionError(kind)
 
 
@@ -306,7 +307,7 @@ def iter_documents(pieces: Iterable[Piece], text_field: str, stats: Counter) -> 
                     try:
                         text.encode("utf-8")
                     except UnicodeEncodeError:  # lone surrogates from JSON escapes such as "\ud800"
-                        text = text.encode("utf-8", errors="replace").decode("utf-8")
+                        text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
                         stats["invalid_utf8_repaired"] += 1
                 yield text
         except OSError as e:

@@ -1,0 +1,278 @@
+"""data_prep on real text, in-process: exactness of the samples, the MDS contract with the
+training loader, formats, bad input, and restart/settings rules."""
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+import data_prep
+from backpack_dist.tokenizer import load_tokenizer, tokenizer_fingerprint
+from data_prep.packing import SamplePacker, is_validation, split_long_text
+
+SEED = 2357
+WHITESPACE = " \t\n\r\x0b\x0c"
+
+
+def reference_paragraphs(text: str) -> list[str]:
+    """Blank-line separated documents, written independently of data_prep.sources."""
+    docs, lines = [], []
+    for line in text.split("\n") + [""]:
+        if line.strip(WHITESPACE):
+            lines.append(line)
+        elif lines:
+            docs.append("\n".join(lines))
+            lines = []
+    return docs
+
+
+def reference_jsonl(path) -> list[str]:
+    with open(path) as f:
+        return [d for d in (json.loads(line)["text"] for line in f if line.strip()) if d.strip()]
+
+
+def decoded(out, split):
+    return list(data_prep.iter_documents(out, split))
+
+
+def assert_exact(out, reference: list[str], val_fraction: float, seq_len: int):
+    """Every document comes back exactly, in its split, in order; token ids are encode_ordinary's."""
+    info = data_prep.read_dataset_info(out)
+    val = [d for d in reference if is_validation(d, SEED, val_fraction)]
+    train = [d for d in reference if not is_validation(d, SEED, val_fraction)]
+    assert val and train, "the test needs documents in both splits"
+    enc = load_tokenizer("gpt2")
+    for split, expected in (("train", train), ("val", val)):
+        got_ids = list(data_prep.iter_document_tokens(out, split))
+        assert [enc.decode(ids.tolist()) for ids in got_ids] == expected
+        for ids, doc in zip(got_ids[:200], expected[:200], strict=True):
+            assert ids.tolist() == enc.encode_ordinary(doc)
+        counts = info["splits"][split]
+        assert counts["documents"] == len(expected)
+        assert counts["tokens"] == sum(len(ids) + 1 for ids in got_ids)
+    check_sample_shapes(out, seq_len)
+
+
+def check_sample_shapes(out, seq_len):
+    """seq_len + 1 tokens per sample, except a shorter (>= 2) last sample of each part."""
+    from streaming import StreamingDataset
+
+    info = data_prep.read_dataset_info(out)
+    for split in ("train", "val"):
+        ds = StreamingDataset(local=str(out / split), shuffle=False, batch_size=1)
+        assert len(ds) == info["splits"][split]["samples"] == sum(info["splits"][split]["part_samples"])
+        i = 0
+        for n in info["splits"][split]["part_samples"]:
+            for k in range(n):
+                tokens = ds[i]["tokens"]
+                assert tokens.dtype == np.uint16
+                if k < n - 1:
+                    assert len(tokens) == seq_len + 1
+                else:
+                    assert 2 <= len(tokens) <= seq_len + 1
+                i += 1
+
+
+@pytest.mark.parametrize(
+    "name, path",
+    [("tinyshakespeare", "tinyshakespeare/input.txt"), ("wikitext2", "wikitext2/wiki.test.raw")],
+)
+def test_plain_text_round_trips_exactly(shared_data, tmp_path, name, path):
+    src = shared_data / path
+    out = tmp_path / name
+    # Small parts, so byte ranges are cut mid-file and must snap to the same paragraph starts.
+    info = data_prep.prepare_and_merge([src], out, seq_len=128, val_fraction=0.05, part_mb=0.25)
+    assert info["num_parts"] >= 4
+    assert_exact(out, reference_paragraphs(src.read_text()), 0.05, 128)
+
+
+def test_jsonl_parquet_and_arrow_give_the_same_documents(shared_data, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    src = shared_data / "lambada_openai/lambada_test.jsonl"
+    reference = reference_jsonl(src)
+    out = tmp_path / "jsonl"
+    data_prep.prepare_and_merge([src], out, seq_len=256, val_fraction=0.05, part_mb=0.3)
+    assert_exact(out, reference, 0.05, 256)
+
+    table = pa.table({"text": reference, "id": list(range(len(reference)))})
+    pq.write_table(table, tmp_path / "lambada.parquet", row_group_size=700)
+    with pa.ipc.new_stream(str(tmp_path / "lambada.arrow"), table.schema) as w:  # HF's cache layout
+        w.write_table(table, max_chunksize=1000)
+    for name in ("lambada.parquet", "lambada.arrow"):
+        other = tmp_path / name.replace(".", "_")
+        info = data_prep.prepare_and_merge([tmp_path / name], other, seq_len=256, val_fraction=0.05, part_mb=0.3)
+        assert info["num_parts"] >= 2
+        for split in ("train", "val"):
+            assert decoded(other, split) == decoded(out, split)
+
+
+def test_samples_overlap_by_one_token_and_every_target_once():
+    written = []
+    packer = SamplePacker(4, written.append)
+    docs = [np.arange(n, dtype=np.uint16) + 100 * n for n in (3, 5, 1, 7)]
+    for d in docs:
+        packer.add(d)
+    packer.finish()
+    stream = np.concatenate(docs)
+    assert [len(s) for s in written] == [5, 5, 5, 4]  # 16 tokens = 15 targets: 4 + 4 + 4 + 3
+    targets = np.concatenate([s[1:] for s in written])
+    assert targets.tolist() == stream[1:].tolist()
+    # A stream that ends exactly on a sample boundary leaves one token: already a target, not a sample.
+    written.clear()
+    packer = SamplePacker(4, written.append)
+    packer.add(np.arange(9, dtype=np.uint16))
+    packer.finish()
+    assert [s.tolist() for s in written] == [[0, 1, 2, 3, 4], [4, 5, 6, 7, 8]]
+
+
+def test_tokens_are_encode_ordinary_even_for_special_token_text(shared_data):
+    from data_prep.packing import DocumentTokenizer
+
+    enc = load_tokenizer("gpt2")
+    tok = DocumentTokenizer("gpt2", max_doc_chars=50)
+    text = "An <|endoftext|> inside text stays text. Ünïcödé ✓ 日本語\n\n  spaces   "
+    ids, sliced = tok(text)
+    assert not sliced or len(text) > 50
+    assert enc.decode(ids[:-1].tolist()) == text and ids[-1] == enc.eot_token
+    short = DocumentTokenizer("gpt2", max_doc_chars=10_000)
+    ids, sliced = short(text)
+    assert not sliced and ids[:-1].tolist() == enc.encode_ordinary(text)
+    long_text = (shared_data / "tinyshakespeare/input.txt").read_text()[:50_000]
+    assert "".join(split_long_text(long_text, 3000)) == long_text
+    assert max(map(len, split_long_text(long_text, 3000))) <= 3000
+
+
+def test_val_split_depends_only_on_document_and_seed():
+    docs = [f"document number {i}" for i in range(20000)]
+    picked = [d for d in docs if is_validation(d, SEED, 0.05)]
+    assert 800 < len(picked) < 1200
+    assert picked == [d for d in docs if is_validation(d, SEED, 0.05)]
+    assert picked != [d for d in docs if is_validation(d, SEED + 1, 0.05)]
+    assert not any(is_validation(d, SEED, 0.0) for d in docs)
+
+
+def test_sharded_jobs_in_process_match_one_job(shared_data, tmp_path):
+    src = [shared_data / "lambada_openai/lambada_test.jsonl", shared_data / "tinyshakespeare/input.txt"]
+    one = tmp_path / "one"
+    many = tmp_path / "many"
+    data_prep.prepare_and_merge(src, one, seq_len=256, val_fraction=0.02, part_mb=0.4)
+    for i in range(3):
+        data_prep.prepare_text(src, many, seq_len=256, val_fraction=0.02, part_mb=0.4, num_shards=3, shard_index=i)
+        if i < 2:
+            with pytest.raises(ValueError, match="not committed"):
+                data_prep.merge(many)
+    info_many = data_prep.merge(many)
+    info_one = data_prep.read_dataset_info(one)
+    assert info_many["splits"] == info_one["splits"]
+    for split in ("train", "val"):
+        assert decoded(many, split) == decoded(one, split)
+
+
+def test_bad_input_is_skipped_or_repaired_and_counted(shared_data, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    shakespeare = (shared_data / "tinyshakespeare/input.txt").read_text()
+    enormous = shakespeare * 3  # 3.3M characters, one document
+    lines = [
+        json.dumps({"text": "A normal document."}),
+        "{not json",
+        json.dumps({"title": "no text field"}),
+        json.dumps({"text": None}),
+        json.dumps(["not", "an", "object"]),
+        json.dumps({"text": "   \n\t  "}),
+        json.dumps({"text": "lone surrogate \ud800 here"}),
+        "",
+        json.dumps({"text": enormous}),
+    ]
+    (src / "a.jsonl").write_text("\n".join(lines) + "\n")
+    (src / "b.txt").write_bytes(b"good paragraph\n\nbad bytes \xff\xfe here\n \n\n  \nlast one")
+    out = tmp_path / "out"
+    info = data_prep.prepare_and_merge([src], out, seq_len=512, val_fraction=0.0, max_doc_chars=1_000_000)
+    assert info["skipped"] == {"empty": 1, "missing_text": 3, "invalid_json": 1}
+    assert info["repaired"] == {"invalid_utf8_repaired": 2, "long_doc_sliced": 1}
+    docs = decoded(out, "train")
+    assert docs == [
+        "A normal document.",
+        "lone surrogate \ufffd here",
+        enormous,
+        "good paragraph",
+        "bad bytes \ufffd\ufffd here",
+        "last one",
+    ]
+    manifest = json.loads((out / "parts/part-00000.json").read_text())
+    assert manifest["skipped"]["missing_text"] == 3 and manifest["tokenizer_fingerprint"] == tokenizer_fingerprint()
+
+
+def test_unreadable_input_is_a_clear_error_with_no_output(tmp_path):
+    bad = tmp_path / "broken.parquet"
+    bad.write_bytes(b"this is not parquet at all")
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match="cannot read parquet file .*broken.parquet"):
+        data_prep.prepare_text([bad], out)
+    assert not out.exists()
+    with pytest.raises(ValueError, match="does not exist"):
+        data_prep.prepare_text([tmp_path / "missing.txt"], out)
+    if os.geteuid() != 0:  # root reads anything
+        locked = tmp_path / "locked.txt"
+        locked.write_text("x")
+        locked.chmod(0)
+        with pytest.raises(ValueError, match="cannot read input"):
+            data_prep.prepare_text([locked], out)
+    assert not out.exists()
+
+
+def test_rerun_skips_committed_parts_redoes_partial_ones_and_refuses_other_settings(shared_data, tmp_path):
+    src = [shared_data / "tinyshakespeare/input.txt"]
+    out = tmp_path / "out"
+    first = data_prep.prepare_and_merge(src, out, seq_len=128, val_fraction=0.05, part_mb=0.3)
+    again = data_prep.prepare_text(src, out, seq_len=128, val_fraction=0.05, part_mb=0.3)
+    assert again["parts_built"] == [] and again["parts_already_committed"] == first["num_parts"]
+    assert (out / "dataset.json").exists()
+
+    # A part whose manifest never got written (killed between moving its folders and committing).
+    (out / "parts/part-00001.json").unlink()
+    (out / ".tmp/part-00001/train").mkdir(parents=True)
+    with pytest.raises(ValueError, match="part-00001"):
+        data_prep.merge(out)
+    redo = data_prep.prepare_text(src, out, seq_len=128, val_fraction=0.05, part_mb=0.3)
+    assert redo["parts_built"] == ["part-00001"] and not (out / "dataset.json").exists()
+    with pytest.raises(ValueError, match="not a merged data-prep output"):
+        data_prep.read_dataset_info(out)
+    assert data_prep.merge(out)["splits"] == first["splits"]
+    assert not (out / ".tmp/part-00001").exists()
+
+    with pytest.raises(ValueError, match=r"different settings \(changed: .*seq_len"):
+        data_prep.prepare_text(src, out, seq_len=64, val_fraction=0.05, part_mb=0.3)
+    data_prep.prepare_text(src, out, seq_len=64, val_fraction=0.05, part_mb=0.3, overwrite=True)
+    assert data_prep.merge(out)["seq_len"] == 64
+    check_sample_shapes(out, 64)
+
+
+def test_tokenizer_file_and_dataset_info(shared_data, tmp_path):
+    tok = shared_data / "gpt2_tokenizer/r50k_base.tiktoken"
+    out = tmp_path / "out"
+    info = data_prep.prepare_and_merge([shared_data / "tinyshakespeare/input.txt"], out, seq_len=64,
+                                       tokenizer=str(tok), val_fraction=0.01)
+    read = data_prep.read_dataset_info(out)
+    assert read == info
+    assert read["tokenizer"] == str(tok.resolve()) and os.path.isabs(read["tokenizer"])
+    assert read["tokenizer_fingerprint"] == tokenizer_fingerprint("gpt2")  # same vocabulary as tiktoken's gpt2
+    assert read["vocab_size"] == 50257 and read["eos_token_id"] == 50256 and read["seq_len"] == 64
+    with pytest.raises(ValueError, match="not a merged data-prep output"):
+        data_prep.read_dataset_info(tmp_path)
+    shutil.rmtree(out / "val")
+    with pytest.raises(ValueError, match="index.json is missing"):
+        data_prep.read_dataset_info(out)
+
+
+def test_inspect_prints_counts_and_samples(shared_data, tmp_path):
+    out = tmp_path / "out"
+    data_prep.prepare_text([shared_data / "tinyshakespeare/input.txt"], out, seq_len=64, val_fraction=0.01)
+    assert "not merged yet; 1 of 1 parts" in data_prep.inspect(out)
+    data_prep.merge(out)
+    text = data_prep.inspect(out, samples=1)
+    assert "train:" in text and "--- train sample 0 (65 tokens) ---\nFirst Citizen:" in text
