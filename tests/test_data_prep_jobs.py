@@ -1,0 +1,121 @@
+"""data_prep as real processes: three concurrent CLI jobs + merge equal one job, a job killed
+with SIGKILL mid-part and rerun (with two workers) equals an uninterrupted one, CLI errors."""
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import data_prep
+from data_prep.parts import read_prep
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[1]
+OPTIONS = ["--seq_len", "256", "--val_fraction", "0.02", "--part_mb", "0.1", "--progress", "False"]
+KWARGS = dict(seq_len=256, val_fraction=0.02, part_mb=0.1)
+
+
+def inputs(shared_data) -> list[str]:
+    return [
+        str(shared_data / "openwebtext_sample/webtext_gpt2_train_subset.jsonl"),
+        str(shared_data / "openwebtext_sample/c4_en_train00000_first1000.jsonl"),
+        str(shared_data / "tinyshakespeare/input.txt"),
+        str(shared_data / "wikitext2/wiki.test.raw"),
+    ]
+
+
+def cli(*args, **popen):
+    return subprocess.Popen([sys.executable, "-m", "data_prep", *map(str, args)], cwd=REPO, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen)
+
+
+def run_cli(*args, env=None):
+    p = cli(*args, env=env)
+    out, err = p.communicate(timeout=300)
+    return p.returncode, out, err
+
+
+@pytest.fixture(scope="module")
+def reference(shared_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("reference") / "out"
+    data_prep.prepare_and_merge(inputs(shared_data), out, **KWARGS)
+    return out
+
+
+def documents(out):
+    return {split: list(data_prep.iter_document_tokens(out, split)) for split in ("train", "val")}
+
+
+def same_documents(a, b):
+    da, db = documents(a), documents(b)
+    return all(len(da[s]) == len(db[s]) and all((x == y).all() for x, y in zip(da[s], db[s], strict=True))
+               for s in da)
+
+
+def shard_hashes(out):
+    return {str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(out.glob("*/part-*/*.zstd"))}
+
+
+def test_three_concurrent_jobs_and_merge_equal_one_job(shared_data, reference, tmp_path):
+    out = tmp_path / "out"
+    jobs = [cli("text", "--input", ",".join(inputs(shared_data)), "--out_dir", out, "--num_shards", 3,
+                "--shard_index", i, *OPTIONS) for i in range(3)]
+    for job in jobs:
+        _, err = job.communicate(timeout=300)
+        assert job.returncode == 0, err
+    rc, _, err = run_cli("merge", "--out_dir", out)
+    assert rc == 0, err
+    info, ref = data_prep.read_dataset_info(out), data_prep.read_dataset_info(reference)
+    assert info["num_parts"] >= 20 and info["splits"] == ref["splits"]
+    assert same_documents(out, reference)
+    assert shard_hashes(out) == shard_hashes(reference)
+
+
+def test_job_killed_mid_part_and_rerun_gives_the_same_result(shared_data, reference, tmp_path):
+    out = tmp_path / "out"
+    args = ["text", "--input", ",".join(inputs(shared_data)), "--out_dir", out, *OPTIONS]
+    job = cli(*args, start_new_session=True)
+    deadline = time.time() + 120
+    # Kill once three parts are committed and the next one is being written.
+    while len(list((out / "parts").glob("part-*.json"))) < 3 or not list((out / ".tmp").glob("part-*")):
+        assert job.poll() is None, "the job finished before it could be killed"
+        assert time.time() < deadline
+        time.sleep(0.005)
+    os.killpg(job.pid, signal.SIGKILL)
+    job.communicate()
+    assert job.returncode == -signal.SIGKILL
+    total = len(read_prep(out)["settings"]["parts"])
+    committed = len(list((out / "parts").glob("part-*.json")))
+    assert list((out / ".tmp").glob("part-*")), f"the kill should land inside a part ({committed} of {total} done)"
+    with pytest.raises(ValueError, match="not committed"):
+        data_prep.merge(out)
+
+    rc, stdout, err = run_cli(*args, "--workers", 2)
+    assert rc == 0, err
+    assert f'"parts_already_committed": {committed}' in stdout
+    info = data_prep.merge(out)
+    assert committed < total == info["num_parts"]
+    assert info["splits"] == data_prep.read_dataset_info(reference)["splits"]
+    assert not list((out / ".tmp").glob("part-*"))
+    assert same_documents(out, reference)
+    assert shard_hashes(out) == shard_hashes(reference)
+
+
+def test_cli_errors_are_one_line_with_no_output(tmp_path):
+    out = tmp_path / "out"
+    rc, _, err = run_cli("text", "--input", tmp_path / "nothing.txt", "--out_dir", out)
+    missing = tmp_path / "nothing.txt"
+    assert rc == 2 and err.strip().splitlines() == [f"data_prep: error: input '{missing}' does not exist"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    rc, _, err = run_cli("openwebtext", "--out_dir", out, env=env)
+    assert rc == 2, err
+    lines = err.strip().splitlines()
+    assert lines[-1].startswith("data_prep: error: cannot load the Hugging Face dataset 'Skylion007/openwebtext'")
+    assert "pass --input" in lines[-1]
+    assert not out.exists()
