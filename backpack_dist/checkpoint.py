@@ -94,17 +94,45 @@ def save(engine, run_dir, step: int, client_state: dict, keep: int) -> Path:
     return folder
 
 
-def load(engine, run_dir, step: int) -> dict:
-    """Collective. Restores engine, optimizer, scheduler and this rank's RNG; returns client state."""
+def saved_world_size(run_dir, step: int) -> int:
+    marker = checkpoints_dir(run_dir) / tag_for_step(step) / COMPLETE
+    return json.loads(marker.read_text())["world_size"]
+
+
+def universal_tag(step: int) -> str:
+    return tag_for_step(step) + "_universal"
+
+
+def convert_to_universal(run_dir, step: int) -> str:
+    """Rank 0 only: DeepSpeed's universal checkpoint of `step`, which loads on any number of
+    processes (with "checkpoint": {"load_universal": true}). Returns its tag."""
+    from argparse import Namespace
+
+    from deepspeed.checkpoint.ds_to_universal import main as ds_to_universal
+
     ckpt_dir = checkpoints_dir(run_dir)
-    tag = tag_for_step(step)
+    out = ckpt_dir / universal_tag(step)
+    if (out / COMPLETE).is_file():
+        return out.name
+    shutil.rmtree(out, ignore_errors=True)
+    ds_to_universal(Namespace(input_folder=str(ckpt_dir / tag_for_step(step)), output_folder=str(out),
+                              num_extract_workers=1, num_merge_workers=1, keep_temp_folder=False, strict=True,
+                              inject_missing_state=False))
+    shutil.copyfile(ckpt_dir / tag_for_step(step) / COMPLETE, out / COMPLETE)
+    return out.name
+
+
+def load(engine, run_dir, step: int, tag: str | None = None) -> dict:
+    """Collective. Restores engine, optimizer, scheduler and this rank's RNG (when the world size
+    is unchanged); returns the client state. `tag` overrides the folder (a universal checkpoint)."""
+    ckpt_dir = checkpoints_dir(run_dir)
+    tag = tag or tag_for_step(step)
     _, client_state = engine.load_checkpoint(
         str(ckpt_dir), tag=tag, load_optimizer_states=True, load_lr_scheduler_states=True)
     if client_state is None:
         raise RuntimeError(f"could not load checkpoint {ckpt_dir / tag}")
     rng_file = ckpt_dir / tag / f"rng_rank{torch.distributed.get_rank()}.pt"
-    saved_world = json.loads((ckpt_dir / tag / COMPLETE).read_text())["world_size"]
-    if saved_world == torch.distributed.get_world_size() and rng_file.is_file():
+    if saved_world_size(run_dir, step) == torch.distributed.get_world_size() and rng_file.is_file():
         set_rng_state(torch.load(rng_file, weights_only=False))
     return client_state
 

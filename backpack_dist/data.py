@@ -47,7 +47,8 @@ class TokenStream:
     def _loader(self):
         return torch.utils.data.DataLoader(
             self.dataset, batch_size=self.micro_batch, num_workers=self.num_workers, drop_last=True,
-            collate_fn=lambda s: collate_tokens(s, self.seq_len), persistent_workers=False)
+            collate_fn=lambda s: collate_tokens(s, self.seq_len), persistent_workers=False,
+            generator=torch.Generator())  # its own seed draw must not advance the global (dropout) RNG
 
     def __iter__(self):
         return self

@@ -9,8 +9,11 @@ the hub (a random 0.0005 of documents, seed 2357; downloads all of OpenWebText, 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +35,30 @@ def _fingerprints(info: dict) -> set[str]:
     return found
 
 
+@contextlib.contextmanager
+def _uncompressed(directory: Path):
+    """The MDS folder itself, or a temporary copy with its compressed shards decompressed
+    (streaming's LocalDataset reads raw shards only; the data folder is left untouched)."""
+    shards = json.loads((directory / "index.json").read_text())["shards"]
+    if all((directory / s["raw_data"]["basename"]).is_file() for s in shards):
+        yield directory
+        return
+    from streaming.base.compression import decompress
+
+    with tempfile.TemporaryDirectory(prefix="owt-val-") as tmp:
+        tmp = Path(tmp)
+        shutil.copyfile(directory / "index.json", tmp / "index.json")
+        for shard in shards:
+            raw = tmp / shard["raw_data"]["basename"]
+            raw.parent.mkdir(parents=True, exist_ok=True)
+            if (directory / shard["raw_data"]["basename"]).is_file():
+                shutil.copyfile(directory / shard["raw_data"]["basename"], raw)
+            else:
+                zipped = directory / shard["zip_data"]["basename"]
+                raw.write_bytes(decompress(shard["compression"], zipped.read_bytes()))
+        yield tmp
+
+
 def read_mds_samples(directory, tokenizer_fingerprint: str | None, limit=None) -> tuple[list[list[int]], list[Path]]:
     from streaming import LocalDataset
 
@@ -47,14 +74,15 @@ def read_mds_samples(directory, tokenizer_fingerprint: str | None, limit=None) -
         if named and tokenizer_fingerprint not in named:
             raise ValueError(f"{dataset_json} was tokenized with tokenizer {sorted(named)} but the model uses "
                              f"{tokenizer_fingerprint}; prepare the validation data with the model's tokenizer")
-    dataset = LocalDataset(local=str(directory))
-    n = len(dataset) if limit is None else min(limit, len(dataset))
     samples = []
-    for i in range(n):
-        tokens = dataset[i].get("tokens")
-        if not isinstance(tokens, np.ndarray) or tokens.ndim != 1:
-            raise ValueError(f"{directory} sample {i} has no 1-d 'tokens' array (expected data-prep MDS output)")
-        samples.append(tokens.astype(np.int64).tolist())
+    with _uncompressed(directory) as readable:
+        dataset = LocalDataset(local=str(readable))
+        n = len(dataset) if limit is None else min(limit, len(dataset))
+        for i in range(n):
+            tokens = dataset[i].get("tokens")
+            if not isinstance(tokens, np.ndarray) or tokens.ndim != 1:
+                raise ValueError(f"{directory} sample {i} has no 1-d 'tokens' array (expected data-prep MDS output)")
+            samples.append(tokens.astype(np.int64).tolist())
     files = [directory / "index.json"] + ([dataset_json] if dataset_json.is_file() else [])
     return samples, files
 

@@ -112,7 +112,8 @@ def validation_batches(cfg: TrainConfig, seq_len: int, world: int):
 
     def batches():
         return iter(torch.utils.data.DataLoader(dataset, batch_size=cfg.micro_batch, num_workers=0,
-                                                collate_fn=lambda s: collate_tokens(s, seq_len)))
+                                                collate_fn=lambda s: collate_tokens(s, seq_len),
+                                                generator=torch.Generator()))  # leave the dropout RNG alone
 
     return batches
 
@@ -135,9 +136,21 @@ def train(cfg: TrainConfig) -> int:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_run_config(cfg)
 
+    ds_base = load_ds_config(cfg.ds_config)
+    resume_step = checkpoint.latest_complete_step(checkpoint.checkpoints_dir(run_dir))
+    resume_tag = None
+    if resume_step is not None and checkpoint.saved_world_size(run_dir, resume_step) != world:
+        # A different number of processes: go through DeepSpeed's universal checkpoint format.
+        if rank == 0:
+            print(f"converting step {resume_step} to a universal checkpoint to resume on {world} processes", flush=True)
+            checkpoint.convert_to_universal(run_dir, resume_step)
+        torch.distributed.barrier()
+        resume_tag = checkpoint.universal_tag(resume_step)
+        ds_base = {**ds_base, "checkpoint": {**ds_base.get("checkpoint", {}), "load_universal": True}}
+
     seed_everything(cfg.seed)  # identical initial weights on every rank
     model = model_from_config(model_cfg)
-    engine, optimizer, scheduler = build_engine(model, cfg, load_ds_config(cfg.ds_config), world)
+    engine, optimizer, scheduler = build_engine(model, cfg, ds_base, world)
     seed_everything(cfg.seed + 1 + rank)  # distinct dropout masks per rank
 
     accum = grad_accumulation_steps(cfg.global_batch, cfg.micro_batch, world)
@@ -148,9 +161,8 @@ def train(cfg: TrainConfig) -> int:
     val_batches = validation_batches(cfg, seq_len, world)
 
     step, tokens_seen = 0, 0
-    resume_step = checkpoint.latest_complete_step(checkpoint.checkpoints_dir(run_dir))
     if resume_step is not None:
-        client = checkpoint.load(engine, run_dir, resume_step)
+        client = checkpoint.load(engine, run_dir, resume_step, tag=resume_tag)
         step, tokens_seen = client["step"], client["tokens_seen"]
         stream.load_state_dict(client["loader"])
         if rank == 0:

@@ -1,0 +1,65 @@
+"""Launching real training runs from tests: `deepspeed --num_gpus N` (gloo on CPU) or one plain process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = ["--d_model", "32", "--n_layer", "2", "--n_head", "2", "--n_senses", "4", "--seq_len", "64"]
+
+
+def train_command(nprocs: int, args: list[str]) -> list[str]:
+    if nprocs == 1:
+        return [sys.executable, "-m", "backpack_dist.train", *args]
+    deepspeed = str(Path(sys.executable).parent / "deepspeed")
+    return [deepspeed, "--num_gpus", str(nprocs), "--master_port", str(free_port()), "--module",
+            "backpack_dist.train", *args]
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def tiny_run_args(model: str, data_dir, run_dir, *, zero: int = 2, steps: int = 20, extra=()) -> list[str]:
+    return ["--model", model, *TINY, "--data_dir", str(data_dir), "--run_dir", str(run_dir),
+            "--ds_config", str(REPO / "ds_configs" / f"zero{zero}.json"), "--global_batch", "8", "--micro_batch", "2",
+            "--max_steps", str(steps), "--lr", "3e-3", "--warmup_steps", "2", "--log_every", "1",
+            "--eval_every", "10", "--eval_batches", "2", "--save_every", "10", "--wandb", "disabled",
+            "--num_workers", "0", *extra]
+
+
+def env() -> dict:
+    e = dict(os.environ)
+    e["PYTHONPATH"] = str(REPO) + os.pathsep + e.get("PYTHONPATH", "")
+    e.setdefault("OMP_NUM_THREADS", "1")
+    return e
+
+
+def run_training(nprocs: int, args: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(train_command(nprocs, args), cwd=REPO, env=env(), capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def start_training(nprocs: int, args: list[str], log_path) -> subprocess.Popen:
+    log = open(log_path, "w")
+    return subprocess.Popen(train_command(nprocs, args), cwd=REPO, env=env(), stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+
+
+def metrics(run_dir) -> list[dict]:
+    path = Path(run_dir) / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def train_lines(run_dir) -> dict[int, dict]:
+    """step -> the deterministic fields of its training line (not throughput)."""
+    keys = ("loss", "lr", "grad_norm", "tokens_seen")
+    return {m["step"]: {k: m[k] for k in keys} for m in metrics(run_dir) if "loss" in m}
