@@ -1,0 +1,322 @@
+"""The evaluation harness: every batched metric against a brute-force computation (one example
+at a time) on tiny trained and random GPT-2-vocabulary models, with LAMBADA and WikiText from
+../shared/data and BLiMP / similarity / OWT fixtures written here in their original formats."""
+
+import json
+import math
+import random
+
+import numpy as np
+import pytest
+import torch
+from eval_fixtures import SEQ_LEN, brute_loglikelihood, brute_rolling, eval_models  # noqa: F401
+
+from backpack_dist.eval.__main__ import main
+from backpack_dist.eval.blimp import SUBTASKS, evaluate_blimp, load_blimp
+from backpack_dist.eval.lambada import evaluate_lambada, load_lambada, split_passage
+from backpack_dist.eval.owt import chunk_documents, evaluate_owt, load_owt
+from backpack_dist.eval.scoring import Scorer, rolling_windows
+from backpack_dist.eval.similarity import evaluate_similarity, load_similarity, spearman
+from backpack_dist.eval.wikitext import detokenize, evaluate_wikitext, load_wikitext, read_raw
+from backpack_dist.pretrained import load_pretrained
+
+
+@pytest.fixture(scope="module")
+def loaded(eval_models):  # noqa: F811
+    return {name: load_pretrained(path) for name, path in eval_models.items()}
+
+
+def close(a, b, rel=1e-4):
+    return math.isclose(a, b, rel_tol=rel, abs_tol=1e-4)
+
+
+@pytest.mark.parametrize("family", ["backpack", "transformer"])
+def test_scorer_matches_brute_force(loaded, family):
+    model, enc, _ = loaded[family]
+    rng = random.Random(0)
+    requests = []
+    for _ in range(13):
+        context = [rng.randrange(50257) for _ in range(rng.choice([0, 1, 5, 30, 90]))]  # 90 > seq_len: cut
+        requests.append((context, [rng.randrange(50257) for _ in range(rng.choice([1, 3, 20]))]))
+    requests.append(([5, 6], [7]))
+    with torch.no_grad():
+        model(torch.tensor([[5, 6]]))
+        top = int(model(torch.tensor([[5, 6]]))[0, -1].argmax())
+    requests.append(([5, 6], [top]))  # a greedy continuation
+    expected = [brute_loglikelihood(model, c, t, enc.eot_token) for c, t in requests]
+    assert expected[-1][1] and not expected[-2][1]
+    for batch_size in (1, 4, 16):
+        got = Scorer(model, enc.eot_token, batch_size=batch_size, progress=False).loglikelihoods(requests)
+        for (ll, greedy), (ref_ll, ref_greedy) in zip(got, expected, strict=True):
+            assert close(ll, ref_ll) and greedy == ref_greedy
+
+
+def test_rolling_windows_score_each_token_once_with_bounded_context():
+    for n in (1, 5, SEQ_LEN - 1, SEQ_LEN, SEQ_LEN + 1, 3 * SEQ_LEN + 7):
+        tokens = list(range(1000, 1000 + n))
+        windows = rolling_windows(tokens, SEQ_LEN, eot_token=7)
+        assert [t for _, cont in windows for t in cont] == tokens
+        assert all(len(ctx) + len(cont) <= SEQ_LEN + 1 and ctx for ctx, cont in windows)
+        assert windows[0][0] == [7]
+        if n > SEQ_LEN:  # the last window is filled with earlier tokens
+            assert len(windows[-1][0]) + len(windows[-1][1]) == SEQ_LEN + 1
+
+
+def test_rolling_loglikelihood_matches_brute_force(loaded):
+    model, enc, _ = loaded["backpack"]
+    docs = [list(range(300, 300 + n)) for n in (3, SEQ_LEN, 2 * SEQ_LEN + 9)]
+    got = Scorer(model, enc.eot_token, batch_size=3, progress=False).rolling_loglikelihoods(docs)
+    for ll, doc in zip(got, docs, strict=True):
+        assert close(ll, brute_rolling(model, doc, enc.eot_token))
+
+
+def test_lambada_matches_brute_force(loaded, shared_data):
+    texts, record = load_lambada(shared_data / "lambada_openai" / "lambada_test.jsonl", limit=24)
+    assert len(texts) == 24 and record["examples"] == 24 and len(next(iter(record["files"].values()))) == 64
+    assert split_passage("a b c") == ("a b", " c")
+    for name in ("backpack", "transformer", "random"):
+        model, enc, _ = loaded[name]
+        metrics = evaluate_lambada(Scorer(model, enc.eot_token, batch_size=5, progress=False), enc, texts)
+        brute = []
+        for text in texts:
+            context, target = text.rsplit(" ", 1)
+            brute.append(brute_loglikelihood(model, enc.encode_ordinary(context), enc.encode_ordinary(" " + target),
+                                             enc.eot_token))
+        assert close(metrics["ppl"], math.exp(-sum(ll for ll, _ in brute) / len(brute)))
+        assert metrics["acc"] == sum(g for _, g in brute) / len(brute)
+
+
+def test_wikitext_matches_brute_force(loaded, shared_data):
+    path = shared_data / "wikitext2" / "wiki.test.raw"
+    assert len(read_raw(path)) == 62  # the WikiText-2/103 test articles
+    assert detokenize(" = A = \n It 's 1 @,@ 000 @-@ odd ( see \" here \" ) . \n") == \
+        " = A =\nIt's 1,000-odd (see \"here\").\n"
+    articles, _ = load_wikitext(path, limit=2)
+    articles = [a[:3000] for a in articles]  # keep the brute force quick
+    model, enc, _ = loaded["transformer"]
+    metrics = evaluate_wikitext(Scorer(model, enc.eot_token, batch_size=8, progress=False), enc, articles)
+    nll = -sum(brute_rolling(model, enc.encode_ordinary(detokenize(a)), enc.eot_token) for a in articles)
+    words = sum(len(a.split()) for a in articles)
+    n_bytes = sum(len(a.encode()) for a in articles)
+    tokens = sum(len(enc.encode_ordinary(detokenize(a))) for a in articles)
+    assert (metrics["words"], metrics["bytes"], metrics["tokens"]) == (words, n_bytes, tokens)
+    assert close(metrics["word_ppl"], math.exp(nll / words))
+    assert close(metrics["token_ppl"], math.exp(nll / tokens))
+    assert close(metrics["byte_ppl"], math.exp(nll / n_bytes))
+    assert close(metrics["bits_per_byte"], nll / n_bytes / math.log(2))
+    # The metric means something: a few dozen training steps beat a random model by far.
+    random_model, _, _ = loaded["random"]
+    untrained = evaluate_wikitext(Scorer(random_model, enc.eot_token, batch_size=8, progress=False), enc, articles)
+    assert metrics["token_ppl"] < untrained["token_ppl"] / 5, (metrics["token_ppl"], untrained["token_ppl"])
+
+
+def write_blimp(directory, sizes):
+    """BLiMP's original files: UID.jsonl, one JSON pair per line with its metadata fields."""
+    directory.mkdir(parents=True, exist_ok=True)
+    good = ["The cats sleep.", "Many dogs bark loudly.", "She has eaten the cake.", "Who did you see?",
+            "Every child laughs.", "The doors were opened."]
+    bad = ["The cats sleeps.", "Many dogs barks loudly.", "She has ate the cake.", "Who did you saw?",
+           "Every child laugh.", "The doors was opened."]
+    for uid, n in zip(SUBTASKS, sizes, strict=False):
+        with open(directory / f"{uid}.jsonl", "w") as f:
+            for i in range(n):
+                f.write(json.dumps({"sentence_good": good[i], "sentence_bad": bad[i], "field": "syntax",
+                                    "linguistics_term": "x", "UID": uid, "simple_LM_method": True,
+                                    "one_prefix_method": False, "two_prefix_method": False,
+                                    "lexically_identical": False, "pairID": str(i)}) + "\n")
+    return directory
+
+
+def test_blimp_matches_brute_force(loaded, tmp_path):
+    data, record = load_blimp(write_blimp(tmp_path / "blimp", sizes=[6, 3, 2]))
+    assert list(data) == sorted(SUBTASKS[:3]) and record["examples"] == 3
+    model, enc, _ = loaded["backpack"]
+    metrics = evaluate_blimp(Scorer(model, enc.eot_token, batch_size=4, progress=False), enc, data)
+    per_task = {}
+    for uid, pairs in data.items():
+        right = [brute_loglikelihood(model, [], enc.encode_ordinary(p["sentence_good"]), enc.eot_token)[0] >
+                 brute_loglikelihood(model, [], enc.encode_ordinary(p["sentence_bad"]), enc.eot_token)[0]
+                 for p in pairs]
+        per_task[uid] = sum(right) / len(right)
+        assert metrics[f"acc/{uid}"] == per_task[uid]
+    assert close(metrics["acc"], sum(per_task.values()) / 3)  # the mean over sub-tasks, not over pairs
+    assert metrics["subtasks"] == 3 and metrics["examples"] == 11
+    limited, _ = load_blimp(tmp_path / "blimp", limit=2)
+    assert all(len(p) == 2 for p in limited.values())
+
+
+def write_owt_val(out_dir, docs, enc, seq_len, fingerprint="a22b389de4dbd5cc"):
+    """data-prep's layout: OUT/val (MDS, column tokens uint16, seq_len+1 tokens overlapping by one)."""
+    from streaming import MDSWriter
+
+    samples = chunk_documents([enc.encode_ordinary(d) for d in docs], seq_len, enc.eot_token)
+    with MDSWriter(out=str(out_dir / "val"), columns={"tokens": "ndarray:uint16"}, compression="zstd") as w:
+        for s in samples:
+            w.write({"tokens": np.asarray(s, dtype=np.uint16)})
+    (out_dir / "dataset.json").write_text(json.dumps({"tokenizer": {"name": "gpt2",
+                                                                    "tokenizer_fingerprint": fingerprint}}))
+    return samples
+
+
+def test_owt_matches_brute_force(loaded, shared_data, tmp_path):
+    model, enc, info = loaded["backpack"]
+    lines = (shared_data / "openwebtext_sample" / "webtext_gpt2_train_subset.jsonl").read_text().splitlines()[:4]
+    docs = [json.loads(line)["text"][:1500] for line in lines]
+    samples = write_owt_val(tmp_path / "owt", docs, enc, SEQ_LEN)
+    assert all(a[-1] == b[0] for a, b in zip(samples, samples[1:], strict=False))  # overlap by one
+    assert len(samples[-1]) < SEQ_LEN + 1  # a shorter last sample
+    read, record = load_owt(tmp_path / "owt", enc, SEQ_LEN, info["tokenizer_fingerprint"])
+    assert read == samples and record["source"] == "local"
+    metrics = evaluate_owt(Scorer(model, enc.eot_token, batch_size=4, progress=False), read)
+    with torch.no_grad():
+        losses = [(float(model(torch.tensor([s[:-1]]), targets=torch.tensor([s[1:]]))), len(s) - 1) for s in samples]
+    tokens = sum(n for _, n in losses)
+    assert metrics["tokens"] == tokens
+    assert close(metrics["ppl"], math.exp(sum(loss * n for loss, n in losses) / tokens))
+    with pytest.raises(ValueError, match="tokenizer"):
+        load_owt(tmp_path / "owt", enc, SEQ_LEN, "0000000000000000")
+    with pytest.raises(ValueError, match="seq_len=32"):
+        evaluate_owt(Scorer(load_pretrained_small(model), enc.eot_token, progress=False), read)
+
+
+def load_pretrained_small(model):
+    """The same weights with a shorter context, to check the seq_len mismatch message."""
+    from backpack_dist.model import model_from_config
+    from backpack_dist.model.config import ModelConfig
+
+    cfg = ModelConfig.from_dict({**model.config.to_dict(), "seq_len": 32})
+    small = model_from_config(cfg)
+    state = {k: v[:32] if k == "body.wpe.weight" else v for k, v in model.state_dict().items()}
+    small.load_state_dict(state)
+    return small.eval()
+
+
+PAIRS = [("old", "new", 1.58), ("smart", "intelligent", 9.2), ("hard", "difficult", 8.77), ("happy", "cheerful", 9.55),
+         ("hard", "easy", 0.95), ("fast", "rapid", 8.75), ("car", "automobile", 8.94), ("bird", "cock", 5.0),
+         ("tiger", "cat", 7.35), ("journey", "voyage", 9.29), ("stock", "market", 8.08)]
+
+
+def write_similarity(directory):
+    """The four sets in their original text layouts."""
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / "SimLex-999.txt", "w") as f:
+        f.write("word1\tword2\tPOS\tSimLex999\tconc(w1)\tconc(w2)\tconcQ\tAssoc(USF)\tSimAssoc333\tSD(SimLex)\n")
+        for a, b, s in PAIRS:
+            f.write(f"{a}\t{b}\tA\t{s}\t2.72\t2.81\t2\t7.25\t1\t0.41\n")
+    with open(directory / "SimVerb-3500.txt", "w") as f:
+        for a, b, s in PAIRS:
+            f.write(f"{a}\t{b}\tV\t{s / 1.1:.2f}\tSYNONYMS\n")
+    with open(directory / "RG65.txt", "w") as f:
+        for a, b, s in PAIRS[:8]:
+            f.write(f"{a};{b};{s / 2.5:.2f}\n")
+    with open(directory / "combined.tab", "w") as f:
+        f.write("Word 1\tWord 2\tHuman (mean)\n")
+        for a, b, s in PAIRS:
+            f.write(f"{a}\t{b}\t{s:.2f}\n")
+    return directory
+
+
+def brute_embedding(model, enc, word):
+    return model.output_embedding()[enc.encode_ordinary(" " + word)].mean(0)
+
+
+def brute_senses(model, enc, word):
+    ids = torch.tensor(enc.encode_ordinary(" " + word))
+    return model.sense_network(model.wte(ids)).mean(0)  # (k, d)
+
+
+def test_similarity_matches_brute_force(loaded, tmp_path):
+    from scipy.stats import spearmanr
+
+    data, records = load_similarity(write_similarity(tmp_path / "sim"), ["simlex", "simverb", "rg65", "ws353"])
+    assert [len(v) for v in data.values()] == [11, 11, 8, 11] and set(records) == set(data)
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, 5, 40), rng.normal(size=40)  # with ties
+    assert math.isclose(spearman(x, y), spearmanr(x, y).statistic, rel_tol=1e-12)
+    cos = torch.nn.functional.cosine_similarity
+    for name in ("backpack", "transformer"):
+        model, enc, _ = loaded[name]
+        metrics = evaluate_similarity(model, enc, data["simlex"])
+        human = [s for _, _, s in data["simlex"]]
+        with torch.no_grad():
+            ref = spearmanr(human, [float(cos(brute_embedding(model, enc, a), brute_embedding(model, enc, b), dim=0))
+                                    for a, b, _ in data["simlex"]]).statistic
+            assert math.isclose(metrics["embedding"], ref, abs_tol=1e-6)
+            if name == "transformer":
+                assert "sense_min" not in metrics
+                continue
+            sims = np.array([[float(cos(brute_senses(model, enc, a)[l], brute_senses(model, enc, b)[l], dim=0))
+                              for l in range(4)] for a, b, _ in data["simlex"]])
+        for l in range(4):
+            assert math.isclose(metrics[f"sense_{l}"], spearmanr(human, sims[:, l]).statistic, abs_tol=1e-6)
+        assert math.isclose(metrics["sense_min"], spearmanr(human, sims.min(1)).statistic, abs_tol=1e-6)
+        assert metrics["best_sense_rho"] == max(metrics[f"sense_{l}"] for l in range(4))
+
+
+def test_cli_writes_results_and_table(eval_models, shared_data, tmp_path, capsys):  # noqa: F811
+    common = ["--lambada_path", str(shared_data / "lambada_openai" / "lambada_test.jsonl"),
+              "--wikitext_path", str(shared_data / "wikitext2" / "wiki.test.raw"),
+              "--blimp_dir", str(write_blimp(tmp_path / "blimp", [2, 2])),
+              "--similarity_dir", str(write_similarity(tmp_path / "sim")), "--limit", "2", "--progress", "False"]
+    for name in ("backpack", "transformer"):
+        main(["--checkpoint", str(eval_models[name]), "--tasks", "lambada,wikitext,blimp,similarity",
+              "--out", str(tmp_path / "results" / f"{name}.json"), *common])
+    report = json.loads((tmp_path / "results" / "backpack.json").read_text())
+    assert report["model_name"] == "backpack-micro" and report["step"] == 30
+    assert set(report["results"]) == {"lambada", "wikitext", "blimp", "simlex", "simverb", "rg65", "ws353"}
+    assert report["results"]["lambada"]["examples"] == 2 and report["settings"]["limit"] == 2
+    assert all(len(h) == 64 for h in report["data"]["lambada"]["files"].values())
+    capsys.readouterr()
+    main(["table", *sorted(str(p) for p in (tmp_path / "results").glob("*.json"))])
+    table = capsys.readouterr().out
+    row = next(line for line in table.splitlines() if line.startswith("| backpack-micro"))
+    lam = report["results"]["lambada"]
+    assert f"{lam['ppl']:.1f} (110.0)" in row and f"{100 * lam['acc']:.1f} (24.7)" in row
+    assert "| transformer-micro" in table and "SimLex-999" in table
+
+
+@pytest.mark.parametrize("problem, args, message", [
+    ("missing checkpoint", ["--checkpoint", "{tmp}/nope"], "does not exist"),
+    ("unknown task", ["--tasks", "lambada,hellaswag"], "unknown task 'hellaswag'"),
+    ("lambada format", ["--tasks", "lambada", "--lambada_path", "{wiki}"], "is not LAMBADA jsonl"),
+    ("wikitext tokens file", ["--tasks", "wikitext", "--wikitext_path", "{wiki_tokens}"], "tokenized WikiText"),
+    ("wikitext format", ["--tasks", "wikitext", "--wikitext_path", "{lambada}"], "not WikiText raw"),
+    ("blimp fields", ["--tasks", "blimp", "--blimp_dir", "{bad_blimp}"], "sentence_good"),
+    ("blimp names", ["--tasks", "blimp", "--blimp_dir", "{tmp}"], "not BLiMP sub-tasks"),
+    ("similarity format", ["--tasks", "simlex", "--similarity_dir", "{bad_sim}"], "line 3 is not in the SimLex"),
+    ("similarity missing", ["--tasks", "similarity", "--similarity_dir", "{tmp}"], "no SimLex-999 file"),
+    ("owt folder", ["--tasks", "owt", "--owt_val_dir", "{tmp}"], "is not data-prep output"),
+])
+def test_bad_input_is_a_clear_error(eval_models, shared_data, tmp_path, capsys, problem, args, message):  # noqa: F811
+    (tmp_path / "notes.jsonl").write_text("{}\n")
+    bad_blimp = tmp_path / "bad_blimp"
+    bad_blimp.mkdir()
+    (bad_blimp / f"{SUBTASKS[0]}.jsonl").write_text(json.dumps({"good": "a", "bad": "b"}) + "\n")
+    bad_sim = tmp_path / "bad_sim"
+    bad_sim.mkdir()
+    (bad_sim / "SimLex-999.txt").write_text("word1\tword2\tPOS\tSimLex999\nold\tnew\tA\t1.5\nsmart\tintelligent\n")
+    paths = {"tmp": tmp_path, "wiki": shared_data / "wikitext2" / "wiki.test.raw",
+             "wiki_tokens": shared_data / "wikitext2" / "wiki.test.tokens",
+             "lambada": shared_data / "lambada_openai" / "lambada_test.jsonl", "bad_blimp": bad_blimp,
+             "bad_sim": bad_sim}
+    argv = ["--checkpoint", str(eval_models["backpack"]), "--tasks", "lambada", "--limit", "2",
+            "--out", str(tmp_path / "out.json")] + [a.format(**paths) for a in args]
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out.json").exists()
+
+
+def test_checkpoint_not_matching_its_config_is_a_clear_error(eval_models, tmp_path, capsys):  # noqa: F811
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(eval_models["backpack"], broken)
+    cfg = json.loads((broken / "config.json").read_text())
+    cfg["model"]["n_senses"] = 8
+    (broken / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(SystemExit):
+        main(["--checkpoint", str(broken), "--tasks", "simlex", "--out", str(tmp_path / "out.json")])
+    assert "does not match its config" in capsys.readouterr().err
