@@ -25,7 +25,9 @@ class BackpackLMEval(LM):
 
         if dtype is not None and dtype not in DTYPES:
             raise ValueError(f"unknown dtype {dtype!r}: use bf16 or fp32")
-        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        if device is None or (str(device).startswith("cuda") and not torch.cuda.is_available()):
+            # lm_eval's default is cuda:0 even on machines without a GPU; like its "hf" model, fall back.
+            device = "cuda" if torch.cuda.is_available() else "cpu"
         self.model, self.tokenizer, self.info = load_pretrained(checkpoint, device)
         # lm_eval passes its --batch_size (1 by default, or "auto"); numbers are honoured.
         size = int(batch_size) if str(batch_size).isdigit() else 16

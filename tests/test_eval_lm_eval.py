@@ -1,0 +1,128 @@
+"""lm-evaluation-harness integration: the "backpack" model returns our Scorer's log-likelihoods
+for the same requests, and `lm_eval --model backpack` runs from the shell once the hook is
+installed, giving the same LAMBADA and WikiText figures as `python -m backpack_dist.eval`."""
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+from eval_fixtures import eval_models  # noqa: F401
+
+pytest.importorskip("lm_eval")
+
+from lm_eval.api.instance import Instance  # noqa: E402
+
+from backpack_dist.eval.lambada import evaluate_lambada, lambada_requests, load_lambada  # noqa: E402
+from backpack_dist.eval.scoring import Scorer  # noqa: E402
+from backpack_dist.eval.wikitext import detokenize, evaluate_wikitext, load_wikitext  # noqa: E402
+from backpack_dist.pretrained import load_pretrained  # noqa: E402
+
+
+def instances(request_type, args_list):
+    return [Instance(request_type=request_type, doc={}, arguments=args, idx=i) for i, args in enumerate(args_list)]
+
+
+@pytest.mark.parametrize("family", ["backpack", "transformer"])
+def test_lm_eval_loglikelihoods_equal_ours(eval_models, shared_data, family):  # noqa: F811
+    from backpack_dist.eval.lm_eval_model import BackpackLMEval
+
+    texts, _ = load_lambada(shared_data / "lambada_openai" / "lambada_test.jsonl", limit=10)
+    lm = BackpackLMEval(checkpoint=str(eval_models[family]), device="cpu", batch_size=3)
+    model, enc, _ = load_pretrained(eval_models[family])
+    ours = Scorer(model, enc.eot_token, batch_size=7, progress=False)
+
+    pairs = [(t.rsplit(" ", 1)[0], " " + t.rsplit(" ", 1)[1]) for t in texts]
+    pairs += [("", "The cat sat on the mat."), ("Trailing space ", "moves")]  # empty context, context ending in " "
+    theirs = lm.loglikelihood(instances("loglikelihood", pairs))
+    expected = ours.loglikelihoods(lambada_requests(texts, enc))
+    expected += ours.loglikelihoods([([], enc.encode_ordinary("The cat sat on the mat.")),
+                                     (enc.encode_ordinary("Trailing space"), enc.encode_ordinary(" moves"))])
+    for (ll, greedy), (ref_ll, ref_greedy) in zip(theirs, expected, strict=True):
+        assert math.isclose(ll, ref_ll, rel_tol=1e-6) and greedy == ref_greedy
+
+    articles, _ = load_wikitext(shared_data / "wikitext2" / "wiki.test.raw", limit=2)
+    docs = [detokenize(a[:2000]) for a in articles]
+    rolling = lm.loglikelihood_rolling(instances("loglikelihood_rolling", [(d,) for d in docs]))
+    reference = ours.rolling_loglikelihoods([enc.encode_ordinary(d) for d in docs])
+    assert all(math.isclose(a, b, rel_tol=1e-6) for a, b in zip(rolling, reference, strict=True))
+
+    out = lm.generate_until(instances("generate_until", [("The", {"until": ["\n"], "max_gen_toks": 5})]))
+    assert isinstance(out[0], str) and "\n" not in out[0]
+
+
+LAMBADA_TASK = """task: lambada_local
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {path}
+test_split: test
+output_type: loglikelihood
+doc_to_text: "{{{{text.split(' ')[:-1]|join(' ')}}}}"
+doc_to_target: "{{{{' '+text.split(' ')[-1]}}}}"
+metric_list:
+  - metric: perplexity
+    aggregation: perplexity
+    higher_is_better: false
+  - metric: acc
+    aggregation: mean
+    higher_is_better: true
+"""
+
+
+@pytest.mark.slow
+def test_lm_eval_command_line_matches_our_harness(eval_models, shared_data, tmp_path):  # noqa: F811
+    """`lm_eval --model backpack` from a fresh interpreter whose site dir holds only our .pth hook."""
+    from backpack_dist.eval.lm_eval_hook import install
+
+    site = tmp_path / "site"
+    site.mkdir()
+    install(site)
+    lines = (shared_data / "lambada_openai" / "lambada_test.jsonl").read_text().splitlines()[:8]
+    (tmp_path / "lambada8.jsonl").write_text("\n".join(lines) + "\n")
+    tasks = tmp_path / "tasks"
+    tasks.mkdir()
+    (tasks / "lambada_local.yaml").write_text(LAMBADA_TASK.format(path=tmp_path / "lambada8.jsonl"))
+    argv = ["lm_eval", "--model", "backpack", "--model_args", f"checkpoint={eval_models['backpack']}",
+            "--device", "cpu", "--tasks", "lambada_local", "--include_path", str(tasks),
+            "--output_path", str(tmp_path / "out"), "--batch_size", "4"]
+    script = (f"import site, sys; site.addsitedir({str(site)!r}); sys.argv = {argv!r}; "
+              "from lm_eval.__main__ import cli_evaluate; cli_evaluate()")
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600,
+                         env={**__import__("os").environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"})
+    assert run.returncode == 0, run.stderr[-3000:]
+    result_file = next((tmp_path / "out").rglob("results_*.json"))
+    got = json.loads(result_file.read_text())["results"]["lambada_local"]
+
+    model, enc, _ = load_pretrained(eval_models["backpack"])
+    texts, _ = load_lambada(tmp_path / "lambada8.jsonl")
+    ours = evaluate_lambada(Scorer(model, enc.eot_token, progress=False), enc, texts)
+    assert math.isclose(got["perplexity,none"], ours["ppl"], rel_tol=1e-5)
+    assert math.isclose(got["acc,none"], ours["acc"], abs_tol=1e-9)
+
+
+def test_hook_registers_backpack_in_a_fresh_interpreter(tmp_path):
+    """The .pth hook imports nothing heavy at start-up and registers "backpack" once lm_eval loads its models."""
+    from backpack_dist.eval.lm_eval_hook import install
+
+    install(tmp_path)
+    script = (f"import site, sys; site.addsitedir({str(tmp_path)!r}); "
+              "assert 'torch' not in sys.modules and 'lm_eval' not in sys.modules; "
+              "from lm_eval.api.registry import get_model, model_registry; "
+              "print(get_model('backpack').__name__, 'hf' in model_registry)")
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.split() == ["BackpackLMEval", "True"]  # lm_eval's own models stay registered
+
+
+def test_wikitext_rolling_through_lm_eval_equals_ours(eval_models, shared_data):  # noqa: F811
+    """Word perplexity from the adapter's rolling log-likelihoods equals evaluate_wikitext's."""
+    from backpack_dist.eval.lm_eval_model import BackpackLMEval
+
+    articles, _ = load_wikitext(shared_data / "wikitext2" / "wiki.test.raw", limit=1)
+    articles = [articles[0][:2500]]
+    lm = BackpackLMEval(checkpoint=str(eval_models["transformer"]), device="cpu")
+    nll = -sum(lm.loglikelihood_rolling(instances("loglikelihood_rolling", [(detokenize(a),) for a in articles])))
+    ours = evaluate_wikitext(lm.scorer, lm.tokenizer, articles)
+    assert math.isclose(math.exp(nll / ours["words"]), ours["word_ppl"], rel_tol=1e-9)
