@@ -1,0 +1,135 @@
+"""Throughput benchmark: end-to-end prep tokens/s against raw tiktoken encode_ordinary on the
+same documents, in the same run, with 1 and more workers.
+
+    python -m data_prep.bench [--mb 32] [--workers 1,2] [--source FILE.jsonl ...]
+
+The corpus is real web text (the shared OpenWebText-like samples) repeated to about --mb MB in
+one jsonl file. Ratio = (1-worker end-to-end tokens/s) / (raw encode_ordinary tokens/s); the
+target is >= 0.8. Scaling = (W-worker tokens/s) / (1-worker tokens/s).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import resource
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from backpack_dist.tokenizer import load_tokenizer
+
+from .job import run_job
+
+SHARED = Path(os.environ.get("BACKPACK_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+DEFAULT_SOURCES = [
+    SHARED / "data/openwebtext_sample/webtext_gpt2_train_subset.jsonl",
+    SHARED / "data/openwebtext_sample/c4_en_train00000_first1000.jsonl",
+]
+
+
+def build_corpus(sources: list[Path], mb: float, path: Path) -> list[str]:
+    lines = [line for src in sources for line in Path(src).read_text().splitlines() if line.strip()]
+    texts = [json.loads(line)["text"] for line in lines]
+    target, size, docs = mb * (1 << 20), 0, []
+    with open(path, "w") as f:
+        while size < target:
+            for line, text in zip(lines, texts, strict=True):
+                f.write(line + "\n")
+                size += len(line) + 1
+                docs.append(text)
+    return docs
+
+
+def _clocks() -> tuple[float, float]:
+    """(wall, CPU seconds of this process and its finished children)."""
+    self, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = self.ru_utime + self.ru_stime + children.ru_utime + children.ru_stime
+    return time.perf_counter(), cpu
+
+
+def raw_encode(docs: list[str]) -> tuple[int, float, float]:
+    """(tokens incl. one EOS per document, wall s, CPU s) of plain encode_ordinary."""
+    enc = load_tokenizer("gpt2")
+    wall, cpu = _clocks()
+    n = sum(len(enc.encode_ordinary(d)) for d in docs) + len(docs)
+    wall2, cpu2 = _clocks()
+    return n, wall2 - wall, cpu2 - cpu
+
+
+def end_to_end(corpus: Path, out: Path, workers: int, part_mb: float, seq_len: int) -> tuple[int, float, float]:
+    shutil.rmtree(out, ignore_errors=True)
+    wall, cpu = _clocks()
+    summary = run_job([corpus], out, workers=workers, seq_len=seq_len, part_mb=part_mb, progress=False)
+    wall2, cpu2 = _clocks()
+    return summary["tokens"], wall2 - wall, cpu2 - cpu
+
+
+def cpu_name() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def main(mb: float = 12, workers="1,2", reps: int = 3, source=None, part_mb: float = 1, seq_len: int = 512) -> dict:
+    """Each rep runs raw encode_ordinary, then one job per worker count, interleaved so that load
+    from other users of the machine hits all of them alike; the best (least disturbed) rep counts."""
+    if source:
+        sources = [Path(s) for s in (source if isinstance(source, (list, tuple)) else [source])]
+    else:
+        sources = DEFAULT_SOURCES
+    counts = workers if isinstance(workers, (list, tuple)) else str(workers).strip("()[]").split(",")
+    worker_counts = [int(w) for w in counts]
+    import streaming  # noqa: F401  (import once, outside the timings)
+
+    tmp = Path(tempfile.mkdtemp(prefix="data_prep_bench_"))
+    try:
+        corpus = tmp / "corpus.jsonl"
+        docs = build_corpus(sources, mb, corpus)
+        runs: dict[str, list[tuple[int, float, float]]] = {"raw": []}
+        for _ in range(int(reps)):
+            runs["raw"].append(raw_encode(docs))
+            for w in worker_counts:
+                runs.setdefault(w, []).append(end_to_end(corpus, tmp / "out", w, part_mb, seq_len))
+
+        def best_wall(key):
+            return max(n / wall for n, wall, _ in runs[key])
+
+        def best_cpu(key):
+            return max(n / cpu for n, _, cpu in runs[key])
+
+        one = worker_counts[0]
+        result = {
+            "date": datetime.datetime.now().isoformat(timespec="seconds"),
+            "machine": f"{platform.node()}: {cpu_name()}, {os.cpu_count()} CPUs, load average "
+            f"{os.getloadavg()[0]:.1f}, Python {platform.python_version()}",
+            "command": "python -m data_prep.bench " + " ".join(sys.argv[1:]),
+            "corpus": f"{corpus.stat().st_size / (1 << 20):.1f} MB jsonl, {len(docs)} documents, "
+            f"{runs['raw'][0][0]} tokens incl. EOS",
+            "raw_encode_ordinary_tokens_per_s": round(best_wall("raw")),
+            "end_to_end_tokens_per_s": {w: round(best_wall(w)) for w in worker_counts},
+            "ratio_1_worker_to_raw": round(best_wall(1) / best_wall("raw"), 3) if 1 in worker_counts else None,
+            "scaling_vs_1_worker": {w: round(best_wall(w) / best_wall(one), 3) for w in worker_counts},
+            # Tokens per CPU-second: what a worker costs, independent of how much CPU it was given.
+            "raw_tokens_per_cpu_s": round(best_cpu("raw")),
+            "end_to_end_tokens_per_cpu_s": {w: round(best_cpu(w)) for w in worker_counts},
+            "cpu_ratio_1_worker_to_raw": round(best_cpu(1) / best_cpu("raw"), 3) if 1 in worker_counts else None,
+        }
+        print(json.dumps(result, indent=1))
+        return result
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    import fire
+
+    fire.Fire(main, name="python -m data_prep.bench", serialize=lambda _: None)
