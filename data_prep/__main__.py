@@ -33,10 +33,13 @@ class Commands:
                        text_field=text_field, one_doc_per_file=one_doc_per_file, part_mb=part_mb,
                        max_doc_chars=max_doc_chars, progress=progress))
 
-    def openwebtext(self, out_dir=None, input=None, dataset=HF_DATASET, **options):
-        """Prepare OpenWebText: the HF dataset (downloaded into the HF cache once), or local copies
-        given with --input (parquet/arrow/jsonl). Same options as `text`."""
-        self.text(input=input if input is not None else hf_arrow_files(dataset), out_dir=out_dir, **options)
+    def openwebtext(self, out_dir=None, input=None, dataset=HF_DATASET, revision=None, **options):
+        """Prepare OpenWebText: the HF dataset (downloaded into the HF cache once; --revision picks a
+        branch), or local copies given with --input (parquet/arrow/jsonl). Same options as `text`."""
+        if out_dir is None:
+            raise PrepError("--out_dir is required")
+        files = input if input is not None else hf_arrow_files(dataset, None if revision is None else str(revision))
+        self.text(input=files, out_dir=out_dir, **options)
 
     def merge(self, out_dir=None):
         """Join the parts of all jobs into OUT/train and OUT/val and write OUT/dataset.json."""

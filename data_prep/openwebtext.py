@@ -6,14 +6,26 @@ from __future__ import annotations
 from .errors import PrepError
 
 HF_DATASET = "Skylion007/openwebtext"
+# datasets >= 4 no longer runs loading scripts; the Hub's parquet conversion of a script dataset
+# lives on this branch.
+PARQUET_BRANCH = "refs/convert/parquet"
 
 
-def hf_arrow_files(dataset: str = HF_DATASET) -> list[str]:
-    """Download (once, into the HF cache) and return the dataset's Arrow files."""
+def _load(dataset: str, revision: str | None):
+    from datasets import load_dataset
+
     try:
-        from datasets import load_dataset
+        return load_dataset(dataset, split="train", revision=revision)
+    except RuntimeError as e:
+        if revision is None and "scripts are no longer supported" in str(e):
+            return load_dataset(dataset, split="train", revision=PARQUET_BRANCH)
+        raise
 
-        ds = load_dataset(dataset, split="train")
+
+def hf_arrow_files(dataset: str = HF_DATASET, revision: str | None = None) -> list[str]:
+    """Download (once, into the HF cache) and return the dataset's Arrow files, in order."""
+    try:
+        ds = _load(dataset, revision)
     except Exception as e:  # offline, a missing dataset and a broken cache all surface differently
         first_line = str(e).strip().splitlines()[0] if str(e).strip() else ""
         raise PrepError(
