@@ -69,8 +69,9 @@ def test_sigkill_after_checkpoint_then_rerun_is_bit_exact(shakespeare, uninterru
 
 
 def worker_processes(launcher_pid):
+    """The training processes themselves (`python -m backpack_dist.train`), not the launchers."""
     return [p for p in psutil.Process(launcher_pid).children(recursive=True)
-            if "backpack_dist.train" in " ".join(p.cmdline())]
+            if "-m backpack_dist.train" in " ".join(p.cmdline())]
 
 
 def test_sigusr1_saves_exits_resumable_and_rerun_is_bit_exact(shakespeare, uninterrupted, tmp_path):

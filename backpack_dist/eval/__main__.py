@@ -3,6 +3,7 @@ python -m backpack_dist.eval table results/*.json
 python -m backpack_dist.eval install_lm_eval   # makes `lm_eval --model backpack` work in this environment"""
 
 import functools
+import os
 import sys
 
 import fire
@@ -43,7 +44,8 @@ def main(argv=None):
             @functools.wraps(evaluate)  # fire reads the flags from evaluate's signature
             def run(*args, **kwargs):
                 report = evaluate(*args, **kwargs)
-                print(summary(report))
+                if os.environ.get("RANK", "0") == "0":  # one summary for a torchrun-sharded run
+                    print(summary(report))
 
             fire.Fire(run, command=argv, name="backpack_dist.eval")
     except ValueError as e:

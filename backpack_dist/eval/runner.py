@@ -60,7 +60,8 @@ def write_json_atomic(data: dict, out) -> Path:
 
 
 def _setup_distributed(device):
-    """Under torchrun (WORLD_SIZE > 1) join the process group and use this rank's GPU."""
+    """Under torchrun (WORLD_SIZE > 1) join the process group and use this rank's GPU. Returns the
+    device; the caller leaves the group (evaluate's finally) when it joined it."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
         cuda = torch.cuda.is_available() and device in (None, "cuda")
         dist.init_process_group("nccl" if cuda else "gloo")
@@ -81,7 +82,19 @@ def evaluate(checkpoint, tasks=DEFAULT_TASKS, out="results.json", *, limit=None,
         raise ValueError(f"unknown dtype {dtype!r}: use bf16 or fp32")
     if int(batch_size) < 1:
         raise ValueError(f"--batch_size must be positive, got {batch_size}")
+    joined = not dist.is_initialized()
     device = _setup_distributed(device)
+    joined = joined and dist.is_initialized()
+    try:
+        return _evaluate(checkpoint, task_names, out, limit, batch_size, device, dtype, owt_val_dir, lambada_path,
+                         wikitext_path, blimp_dir, similarity_dir, progress)
+    finally:
+        if joined:
+            dist.destroy_process_group()
+
+
+def _evaluate(checkpoint, task_names, out, limit, batch_size, device, dtype, owt_val_dir, lambada_path, wikitext_path,
+              blimp_dir, similarity_dir, progress) -> dict:
     model, enc, info = load_pretrained(checkpoint, device)
     scorer = Scorer(model, enc.eot_token, batch_size=int(batch_size), dtype=DTYPES.get(dtype), progress=progress)
 
