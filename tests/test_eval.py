@@ -51,6 +51,15 @@ def test_scorer_matches_brute_force(loaded, family):
             assert close(ll, ref_ll) and greedy == ref_greedy
 
 
+def test_bf16_autocast_stays_close_to_fp32(loaded):
+    """The GPU path (bf16 autocast, fp32 log-softmax) run on CPU: same scores to bf16 precision."""
+    model, enc, _ = loaded["backpack"]
+    requests = [(list(range(100, 100 + n)), [11, 12, 13]) for n in (0, 7, 40)]
+    fp32 = Scorer(model, enc.eot_token, dtype=torch.float32, progress=False).loglikelihoods(requests)
+    bf16 = Scorer(model, enc.eot_token, dtype=torch.bfloat16, progress=False).loglikelihoods(requests)
+    assert all(math.isclose(a, b, rel_tol=0.03) for (a, _), (b, _) in zip(fp32, bf16, strict=True))
+
+
 def test_rolling_windows_score_each_token_once_with_bounded_context():
     for n in (1, 5, SEQ_LEN - 1, SEQ_LEN, SEQ_LEN + 1, 3 * SEQ_LEN + 7):
         tokens = list(range(1000, 1000 + n))
@@ -320,3 +329,28 @@ def test_checkpoint_not_matching_its_config_is_a_clear_error(eval_models, tmp_pa
     with pytest.raises(SystemExit):
         main(["--checkpoint", str(broken), "--tasks", "simlex", "--out", str(tmp_path / "out.json")])
     assert "does not match its config" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_sharded_run_over_two_processes_equals_one(eval_models, shared_data, tmp_path):  # noqa: F811
+    """torchrun with two CPU processes (gloo): each scores half the requests; the results match."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    args = ["-m", "backpack_dist.eval", "--checkpoint", str(eval_models["backpack"]), "--tasks", "lambada,wikitext",
+            "--limit", "3", "--lambada_path", str(shared_data / "lambada_openai" / "lambada_test.jsonl"),
+            "--wikitext_path", str(shared_data / "wikitext2" / "wiki.test.raw"), "--progress", "False"]
+    torchrun = Path(sys.executable).with_name("torchrun")
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    run = subprocess.run([str(torchrun), "--nproc_per_node", "2", "--master_port", "29517", *args,
+                          "--out", str(tmp_path / "two.json"), "--device", "cpu"],
+                         capture_output=True, text=True, timeout=300, env=env)
+    assert run.returncode == 0, run.stderr[-3000:]
+    main([a for a in args if a != "-m" and a != "backpack_dist.eval"] + ["--out", str(tmp_path / "one.json")])
+    two, one = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("two", "one"))
+    assert two["settings"]["world_size"] == 2 and one["settings"]["world_size"] == 1
+    for task, metrics in one["results"].items():
+        for name, value in metrics.items():
+            assert math.isclose(two["results"][task][name], value, rel_tol=1e-6), (task, name)
