@@ -62,12 +62,13 @@ def split_long_text(text: str, max_chars: int) -> list[str]:
     return slices
 
 
-def is_validation(text: str, seed: int, val_fraction: float) -> bool:
-    """A document's split depends only on its text and the seed (not on files, order or the
-    number of jobs); equal documents always land in the same split."""
+def is_validation(text: str | bytes, seed: int, val_fraction: float) -> bool:
+    """A document's split depends only on its text (or its UTF-8 bytes) and the seed, not on
+    files, order or the number of jobs; equal documents always land in the same split."""
     if val_fraction <= 0:
         return False
-    digest = hashlib.blake2b(text.encode("utf-8"), digest_size=8, key=seed.to_bytes(8, "little", signed=True))
+    data = text.encode("utf-8") if isinstance(text, str) else text
+    digest = hashlib.blake2b(data, digest_size=8, key=seed.to_bytes(8, "little", signed=True))
     return int.from_bytes(digest.digest(), "little") < val_fraction * 2.0**64
 
 

@@ -106,7 +106,7 @@ def build_part(out_dir: Path, settings: dict, index: int, report: Callable[[int,
     """Tokenize one part and commit it. report(documents, tokens) is called every so often."""
     from streaming import MDSWriter  # imported here: it is slow to import and only workers need it
 
-    from .sources import iter_documents
+    from .sources import iter_documents, utf8_bytes
 
     name = part_name(index)
     pieces: list[Piece] = [piece_from_json(p) for p in settings["parts"][index]]
@@ -125,10 +125,11 @@ def build_part(out_dir: Path, settings: dict, index: int, report: Callable[[int,
     last_report = time.time()
     docs = tokens = 0
     for text in iter_documents(pieces, settings["text_field"], stats):
+        text, data = utf8_bytes(text, stats)
         ids, sliced = tokenize(text)
         if sliced:
             stats["long_doc_sliced"] += 1
-        packers["val" if is_validation(text, seed, val_fraction) else "train"].add(ids)
+        packers["val" if is_validation(data, seed, val_fraction) else "train"].add(ids)
         docs += 1
         tokens += len(ids)
         if docs % 256 == 0 and time.time() - last_report > 0.5:

@@ -289,9 +289,20 @@ def _raw_documents(piece: Piece, text_field: str, stats: Counter) -> Iterator[ob
         yield from _column_texts(piece, text_field)
 
 
+def utf8_bytes(text: str, stats: Counter) -> tuple[str, bytes]:
+    """(text, its UTF-8 bytes); lone surrogates (from JSON escapes such as "\\ud800") become U+FFFD."""
+    try:
+        return text, text.encode("utf-8")
+    except UnicodeEncodeError:
+        stats["invalid_utf8_repaired"] += 1
+        text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+        return text, text.encode("utf-8")
+
+
 def iter_documents(pieces: Iterable[Piece], text_field: str, stats: Counter) -> Iterator[str]:
     """The non-empty documents of the pieces, in order. Skipped and repaired documents are
-    counted in stats (keys: empty, missing_text, invalid_json, invalid_utf8_repaired)."""
+    counted in stats (keys: empty, missing_text, invalid_json, invalid_utf8_repaired). Text may
+    still hold lone surrogates: pass it through utf8_bytes."""
     for piece in pieces:
         try:
             for text in _raw_documents(piece, text_field, stats):
@@ -300,15 +311,9 @@ def iter_documents(pieces: Iterable[Piece], text_field: str, stats: Counter) -> 
                 if not isinstance(text, str):
                     stats["missing_text"] += 1
                     continue
-                if not text.strip():
+                if not text or text.isspace():
                     stats["empty"] += 1
                     continue
-                if not text.isascii():
-                    try:
-                        text.encode("utf-8")
-                    except UnicodeEncodeError:  # lone surrogates from JSON escapes such as "\ud800"
-                        text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
-                        stats["invalid_utf8_repaired"] += 1
                 yield text
         except OSError as e:
             raise PrepError(f"cannot read input {piece.path}: {e.strerror or e}; fix it and rerun") from None
