@@ -154,38 +154,40 @@ def test_blimp_matches_brute_force(loaded, tmp_path):
     assert all(len(p) == 2 for p in limited.values())
 
 
-def write_owt_val(out_dir, docs, enc, seq_len, fingerprint="a22b389de4dbd5cc"):
-    """data-prep's layout: OUT/val (MDS, column tokens uint16, seq_len+1 tokens overlapping by one)."""
-    from streaming import MDSWriter
+@pytest.fixture(scope="module")
+def owt_prep(shared_data, tmp_path_factory):
+    """Real data-prep output (OUT/val MDS + OUT/dataset.json) from 150 WebText documents."""
+    import data_prep
 
-    samples = chunk_documents([enc.encode_ordinary(d) for d in docs], seq_len, enc.eot_token)
-    with MDSWriter(out=str(out_dir / "val"), columns={"tokens": "ndarray:uint16"}, compression="zstd") as w:
-        for s in samples:
-            w.write({"tokens": np.asarray(s, dtype=np.uint16)})
-    (out_dir / "dataset.json").write_text(json.dumps({"tokenizer": {"name": "gpt2",
-                                                                    "tokenizer_fingerprint": fingerprint}}))
-    return samples
+    docs = tmp_path_factory.mktemp("owt_docs") / "docs.jsonl"
+    lines = (shared_data / "openwebtext_sample" / "webtext_gpt2_train_subset.jsonl").read_text().splitlines()
+    docs.write_text("\n".join(lines[:150]) + "\n")
+    out = tmp_path_factory.mktemp("owt_prep")
+    data_prep.prepare_and_merge([str(docs)], out, seq_len=SEQ_LEN, tokenizer="gpt2", val_fraction=0.04)
+    return out
 
 
-def test_owt_matches_brute_force(loaded, shared_data, tmp_path):
+def test_owt_matches_brute_force(loaded, owt_prep):
+    import data_prep
+
     model, enc, info = loaded["backpack"]
-    lines = (shared_data / "openwebtext_sample" / "webtext_gpt2_train_subset.jsonl").read_text().splitlines()[:4]
-    docs = [json.loads(line)["text"][:1500] for line in lines]
-    samples = write_owt_val(tmp_path / "owt", docs, enc, SEQ_LEN)
-    assert all(a[-1] == b[0] for a, b in zip(samples, samples[1:], strict=False))  # overlap by one
+    samples, record = load_owt(owt_prep, enc, SEQ_LEN, info["tokenizer_fingerprint"])
+    assert record["source"] == "local" and any(f.endswith("dataset.json") for f in record["files"])
+    # Independently: the val documents, each followed by end-of-text, cut into overlapping samples.
+    docs = [d.tolist() for d in data_prep.iter_document_tokens(owt_prep, "val")]
+    assert samples == chunk_documents(docs, SEQ_LEN, enc.eot_token) and len(samples) > 3
     assert len(samples[-1]) < SEQ_LEN + 1  # a shorter last sample
-    read, record = load_owt(tmp_path / "owt", enc, SEQ_LEN, info["tokenizer_fingerprint"])
-    assert read == samples and record["source"] == "local"
-    metrics = evaluate_owt(Scorer(model, enc.eot_token, batch_size=4, progress=False), read)
+    metrics = evaluate_owt(Scorer(model, enc.eot_token, batch_size=4, progress=False), samples)
     with torch.no_grad():
         losses = [(float(model(torch.tensor([s[:-1]]), targets=torch.tensor([s[1:]]))), len(s) - 1) for s in samples]
     tokens = sum(n for _, n in losses)
     assert metrics["tokens"] == tokens
     assert close(metrics["ppl"], math.exp(sum(loss * n for loss, n in losses) / tokens))
+    assert load_owt(owt_prep, enc, SEQ_LEN, info["tokenizer_fingerprint"], limit=2)[0] == samples[:2]
     with pytest.raises(ValueError, match="tokenizer"):
-        load_owt(tmp_path / "owt", enc, SEQ_LEN, "0000000000000000")
+        load_owt(owt_prep, enc, SEQ_LEN, "0000000000000000")
     with pytest.raises(ValueError, match="seq_len=32"):
-        evaluate_owt(Scorer(load_pretrained_small(model), enc.eot_token, progress=False), read)
+        evaluate_owt(Scorer(load_pretrained_small(model), enc.eot_token, progress=False), samples)
 
 
 def load_pretrained_small(model):
@@ -262,17 +264,18 @@ def test_similarity_matches_brute_force(loaded, tmp_path):
         assert metrics["best_sense_rho"] == max(metrics[f"sense_{l}"] for l in range(4))
 
 
-def test_cli_writes_results_and_table(eval_models, shared_data, tmp_path, capsys):  # noqa: F811
-    common = ["--lambada_path", str(shared_data / "lambada_openai" / "lambada_test.jsonl"),
+def test_cli_writes_results_and_table(eval_models, shared_data, owt_prep, tmp_path, capsys):  # noqa: F811
+    common = ["--owt_val_dir", str(owt_prep),
+              "--lambada_path", str(shared_data / "lambada_openai" / "lambada_test.jsonl"),
               "--wikitext_path", str(shared_data / "wikitext2" / "wiki.test.raw"),
               "--blimp_dir", str(write_blimp(tmp_path / "blimp", [2, 2])),
               "--similarity_dir", str(write_similarity(tmp_path / "sim")), "--limit", "2", "--progress", "False"]
     for name in ("backpack", "transformer"):
-        main(["--checkpoint", str(eval_models[name]), "--tasks", "lambada,wikitext,blimp,similarity",
+        main(["--checkpoint", str(eval_models[name]), "--tasks", "owt,lambada,wikitext,blimp,similarity",
               "--out", str(tmp_path / "results" / f"{name}.json"), *common])
     report = json.loads((tmp_path / "results" / "backpack.json").read_text())
     assert report["model_name"] == "backpack-micro" and report["step"] == 30
-    assert set(report["results"]) == {"lambada", "wikitext", "blimp", "simlex", "simverb", "rg65", "ws353"}
+    assert set(report["results"]) == {"owt", "lambada", "wikitext", "blimp", "simlex", "simverb", "rg65", "ws353"}
     assert report["results"]["lambada"]["examples"] == 2 and report["settings"]["limit"] == 2
     assert all(len(h) == 64 for h in report["data"]["lambada"]["files"].values())
     capsys.readouterr()
