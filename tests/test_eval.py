@@ -281,10 +281,19 @@ def test_cli_writes_results_and_table(eval_models, shared_data, owt_prep, tmp_pa
     capsys.readouterr()
     main(["table", *sorted(str(p) for p in (tmp_path / "results").glob("*.json"))])
     table = capsys.readouterr().out
-    row = next(line for line in table.splitlines() if line.startswith("| backpack-micro"))
+    row = next(line for line in table.splitlines() if line.startswith("| backpack-micro (custom size) @30"))
     lam = report["results"]["lambada"]
+    assert f"| {lam['ppl']:.1f} |" in row and f"| {100 * lam['acc']:.1f} |" in row  # no paper figures: tiny model
+    assert "| transformer-micro (custom size)" in table and "SimLex-999" in table
+    # A result of the paper's Backpack-Micro size is shown beside the paper's numbers.
+    from backpack_dist.model.config import model_config
+
+    report["model"] = model_config("backpack-micro").to_dict()
+    (tmp_path / "micro.json").write_text(json.dumps(report))
+    main(["table", str(tmp_path / "micro.json")])
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("| backpack-micro @30"))
     assert f"{lam['ppl']:.1f} (110.0)" in row and f"{100 * lam['acc']:.1f} (24.7)" in row
-    assert "| transformer-micro" in table and "SimLex-999" in table
+    assert f"{report['results']['owt']['ppl']:.1f} (31.5)" in row
 
 
 @pytest.mark.parametrize("problem, args, message", [

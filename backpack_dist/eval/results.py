@@ -51,8 +51,22 @@ def _fmt(value, digits=1) -> str:
     return f"{value:.{digits}f}"
 
 
+def paper_size(report: dict) -> str | None:
+    """The paper model this result is comparable to: its name, when the config has that size."""
+    from ..model.config import MODEL_NAMES, model_config
+
+    name = report.get("model_name")
+    if name not in MODEL_NAMES:
+        return None
+    reference = model_config(name).to_dict()
+    keys = ("family", "d_model", "n_layer", "n_head", "n_senses", "vocab_size")
+    return name if all(report.get("model", {}).get(k) == reference[k] for k in keys) else None
+
+
 def _label(report: dict) -> str:
     name = report.get("model_name") or Path(report["checkpoint"]).name
+    if name in PAPER_TABLE2 and paper_size(report) is None:
+        name += " (custom size)"
     label = name if report.get("step") is None else f"{name} @{report['step']}"
     return label + (f" (limit {report['settings']['limit']})" if report.get("settings", {}).get("limit") else "")
 
@@ -65,7 +79,7 @@ def _sort_key(report: dict):
 def table2(reports) -> str:
     lines = ["| model | " + " | ".join(h for h, *_ in COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
     for report in sorted(reports, key=_sort_key):
-        paper = PAPER_TABLE2.get(report.get("model_name"))
+        paper = PAPER_TABLE2.get(paper_size(report))
         cells = []
         for i, (_, task, metric, scale) in enumerate(COLUMNS):
             value = report["results"].get(task, {}).get(metric)
@@ -81,7 +95,7 @@ def similarity_table(reports) -> str | None:
         return None
     lines = ["| model | " + " | ".join(h for h, _ in SIM_COLUMNS) + " |", "|---" * (len(SIM_COLUMNS) + 1) + "|"]
     for report in rows:
-        paper = PAPER_SIMILARITY.get(report.get("model_name"), {})
+        paper = PAPER_SIMILARITY.get(paper_size(report), {})
         cells = []
         for _, task in SIM_COLUMNS:
             m = report["results"].get(task)
