@@ -17,6 +17,8 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+
 from .errors import PrepError
 from .packing import DocumentTokenizer, SamplePacker, is_validation
 from .sources import Piece, piece_from_json, piece_to_json
@@ -102,6 +104,25 @@ def committed_manifest(out_dir: Path, index: int, sid: str) -> dict | None:
     return manifest
 
 
+class TokenSampleEncoder:
+    """MDS bytes of one `tokens` sample. MDSWriter takes pre-encoded bytes as a column value; the
+    library's own ndarray coder gives the header for full-length samples once (a dtype byte and the
+    shape), so each sample costs one tobytes() instead of the coder's per-call checks."""
+
+    def __init__(self, seq_len: int):
+        from streaming.base.format.mds.encodings import mds_encode
+
+        self.mds_encode = mds_encode
+        self.full_length = seq_len + 1
+        probe = np.zeros(self.full_length, dtype=np.uint16)
+        self.full_header = mds_encode(COLUMNS["tokens"], probe)[: -probe.nbytes]
+
+    def __call__(self, tokens: np.ndarray) -> bytes:
+        if len(tokens) == self.full_length:
+            return self.full_header + tokens.tobytes()
+        return self.mds_encode(COLUMNS["tokens"], tokens)
+
+
 def build_part(out_dir: Path, settings: dict, index: int, report: Callable[[int, int], None]) -> dict:
     """Tokenize one part and commit it. report(documents, tokens) is called every so often."""
     from streaming import MDSWriter  # imported here: it is slow to import and only workers need it
@@ -118,7 +139,9 @@ def build_part(out_dir: Path, settings: dict, index: int, report: Callable[[int,
     tokenize = DocumentTokenizer(settings["tokenizer"], settings["max_doc_chars"])
     writers = {s: MDSWriter(out=str(tmp / s), columns=COLUMNS, compression=COMPRESSION,
                             size_limit=SHARD_SIZE_LIMIT) for s in SPLITS}
-    packers = {s: SamplePacker(settings["seq_len"], lambda a, w=writers[s]: w.write({"tokens": a})) for s in SPLITS}
+    encode = TokenSampleEncoder(settings["seq_len"])
+    packers = {s: SamplePacker(settings["seq_len"], lambda a, w=writers[s]: w.write({"tokens": encode(a)}))
+               for s in SPLITS}
     stats: Counter = Counter()
     seed, val_fraction = settings["seed"], settings["val_fraction"]
     reported_docs = reported_tokens = 0

@@ -129,6 +129,19 @@ def test_samples_overlap_by_one_token_and_every_target_once():
     assert [s.tolist() for s in written] == [[0, 1, 2, 3, 4], [4, 5, 6, 7, 8]]
 
 
+def test_sample_bytes_equal_the_librarys_ndarray_encoding():
+    from streaming.base.format.mds.encodings import mds_decode, mds_encode
+
+    from data_prep.parts import TokenSampleEncoder
+
+    encode = TokenSampleEncoder(seq_len=300)
+    rng = np.random.default_rng(0)
+    for n in (2, 255, 256, 300, 301):
+        tokens = rng.integers(0, 50257, n).astype(np.uint16)
+        assert encode(tokens) == mds_encode("ndarray:uint16", tokens)
+        assert (mds_decode("ndarray:uint16", encode(tokens)) == tokens).all()
+
+
 def test_tokens_are_encode_ordinary_even_for_special_token_text(shared_data):
     from data_prep.packing import DocumentTokenizer
 
