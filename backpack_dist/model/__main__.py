@@ -7,7 +7,7 @@ from .flops import parameter_counts, training_flops_per_token
 
 
 def main():
-    print(f"| model | total params | non-embedding params | training GFLOPs/token |")
+    print("| model | total params | non-embedding params | training GFLOPs/token |")
     print("|---|---|---|---|")
     for name in MODEL_NAMES:
         with torch.device("meta"):

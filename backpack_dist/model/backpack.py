@@ -5,14 +5,14 @@ logits_i = E o_i,  o_i = sum_l sum_{j<=i} alpha_l[i, j] C(x_j)_l   (no final Lay
 
 from __future__ import annotations
 
-import math
-
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .config import ModelConfig
+from .sense_sum import causal_softmax_fp32, check_sense_sum_name, sense_sum
 from .transformer import MLP, LanguageModel, init_weights
+
+__all__ = ["BackpackLM", "SenseNetwork", "causal_softmax_fp32"]
 
 
 class SenseNetwork(nn.Module):
@@ -39,30 +39,22 @@ class SenseNetwork(nn.Module):
         return c.unflatten(-1, (self.n_senses, -1))  # (..., k, d)
 
 
-def sense_sum(q, k, values):
-    """o = sum_l alpha_l @ values_l without materialising alpha.
-
-    q, k: (B, n_senses, T, d/k); values: (B, n_senses, T, d). This is causal attention with
-    n_senses heads whose outputs are summed; the fused kernel keeps the softmax statistics in
-    fp32 even for bf16 inputs.
-    """
-    return F.scaled_dot_product_attention(q, k, values, is_causal=True).sum(dim=1)
-
-
-def causal_softmax_fp32(q, k):
-    """alpha (B, n_senses, T, T), computed in fp32 whatever the input dtype."""
-    T = q.shape[-2]
-    scores = (q.float() @ k.float().transpose(-1, -2)) / math.sqrt(q.shape[-1])
-    mask = torch.ones(T, T, dtype=torch.bool, device=q.device).tril()
-    return scores.masked_fill(~mask, float("-inf")).softmax(dim=-1)
-
-
 class BackpackLM(LanguageModel):
     def __init__(self, cfg: ModelConfig):
         super().__init__(cfg)
         self.sense_network = SenseNetwork(cfg)
         self.sense_qk = nn.Linear(cfg.d_model, 2 * cfg.d_model)
         init_weights(self, cfg.n_layer)
+        self.sense_sum_impl = "auto"
+
+    def set_implementation(self, *, sense_sum: str | None = None, **loss_options):
+        """Also sense_sum: one of model/sense_sum.py's exact implementations."""
+        if sense_sum is not None:
+            self.sense_sum_impl = check_sense_sum_name(sense_sum)
+        return super().set_implementation(**loss_options)
+
+    def implementation(self) -> dict:
+        return {"sense_sum": self.sense_sum_impl, **super().implementation()}
 
     def sense_vectors(self, input_ids):
         """C(x_j) for every position: (B, T, k, d). Computed once per distinct token id and
@@ -90,4 +82,4 @@ class BackpackLM(LanguageModel):
         if sense_scales is not None:
             # Scaling column j of alpha_l is the same as scaling C(x_j)_l: o is linear in both.
             senses = senses * sense_scales.unsqueeze(-1).to(senses.dtype)
-        return sense_sum(q, k, senses.transpose(1, 2).to(q.dtype))
+        return sense_sum(q, k, senses.transpose(1, 2).to(q.dtype), impl=self.sense_sum_impl)

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import ModelConfig
+from .loss import DEFAULT_CHUNK_TOKENS, check_loss_name, cross_entropy
 
 
 class MLP(nn.Module):
@@ -109,6 +110,22 @@ class LanguageModel(nn.Module):
         super().__init__()
         self.config = cfg
         self.body = TransformerBody(cfg)
+        # How, not what: runtime choices, never saved with the weights or the config.
+        self.loss_impl = "auto"
+        self.loss_chunk_tokens = DEFAULT_CHUNK_TOKENS
+
+    def set_implementation(self, *, loss: str | None = None, loss_chunk_tokens: int | None = None):
+        """Choose among exact implementations (see model/loss.py); returns the model."""
+        if loss is not None:
+            self.loss_impl = check_loss_name(loss)
+        if loss_chunk_tokens is not None:
+            if loss_chunk_tokens < 1:
+                raise ValueError(f"loss_chunk_tokens must be at least 1, got {loss_chunk_tokens}")
+            self.loss_chunk_tokens = int(loss_chunk_tokens)
+        return self
+
+    def implementation(self) -> dict:
+        return {"loss": self.loss_impl, "loss_chunk_tokens": self.loss_chunk_tokens}
 
     @property
     def wte(self) -> nn.Embedding:
@@ -125,10 +142,11 @@ class LanguageModel(nn.Module):
 
     def forward(self, input_ids, targets=None, **kwargs):
         """Next-token logits (B, T, vocab_size), or the mean cross-entropy when targets are given."""
-        logits = self.logits_from_hidden(self.final_hidden(input_ids, **kwargs))
+        hidden = self.final_hidden(input_ids, **kwargs)
         if targets is None:
-            return logits
-        return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=-100)
+            return self.logits_from_hidden(hidden)
+        return cross_entropy(hidden.flatten(0, 1), self.output_embedding(), targets.flatten(),
+                             impl=self.loss_impl, chunk_tokens=self.loss_chunk_tokens)
 
 
 class TransformerLM(LanguageModel):

@@ -1,0 +1,113 @@
+"""Mean next-token cross-entropy over the tied output layer, two exact ways.
+
+- "full": logits = h E^T for every token, then F.cross_entropy on their fp32 copy. At 32 x 512
+  tokens and a 50257-word vocabulary that holds several GB of logits and their gradient.
+- "chunked": the same numbers a chunk of tokens at a time. Because the loss is a scalar, its
+  gradients with respect to h and E are computed chunk by chunk in the forward pass itself (the
+  matmuls the backward pass would do anyway, no recomputation) and the backward pass only scales
+  them by the incoming gradient. Only one chunk's logits ever exist.
+- "auto": "chunked".
+
+Both compute logits in the matmul dtype (bf16 under autocast) and the softmax in fp32; targets
+equal to -100 are ignored; the mean is over the other tokens (NaN when there are none, as in
+F.cross_entropy).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+LOSS_IMPLEMENTATIONS = ("auto", "full", "chunked")
+IGNORE_INDEX = -100
+DEFAULT_CHUNK_TOKENS = 4096
+
+
+def check_loss_name(impl: str) -> str:
+    if impl not in LOSS_IMPLEMENTATIONS:
+        raise ValueError(f"unknown loss implementation {impl!r}: choose one of {', '.join(LOSS_IMPLEMENTATIONS)}")
+    return impl
+
+
+def _matmul_dtype(h: torch.Tensor, weight: torch.Tensor) -> torch.dtype:
+    """The dtype F.linear would compute in here (autocast's, if it is on)."""
+    if torch.is_autocast_enabled(h.device.type):
+        return torch.get_autocast_dtype(h.device.type)
+    return torch.promote_types(h.dtype, weight.dtype)
+
+
+def _chunk_logits(h_chunk, weight):
+    return (h_chunk @ weight.T).float()
+
+
+def full_cross_entropy(h, weight, targets):
+    """h (N, d), weight (V, d), targets (N,)."""
+    return F.cross_entropy(F.linear(h, weight).float(), targets, ignore_index=IGNORE_INDEX)
+
+
+def _chunked_loss_only(h, weight, targets, chunk_tokens):
+    dtype = _matmul_dtype(h, weight)
+    h_c, w_c = h.to(dtype), weight.to(dtype)
+    total = torch.zeros((), dtype=torch.float32, device=h.device)
+    for start in range(0, h.shape[0], chunk_tokens):
+        t = targets[start: start + chunk_tokens]
+        logits = _chunk_logits(h_c[start: start + chunk_tokens], w_c)
+        total += F.cross_entropy(logits, t, ignore_index=IGNORE_INDEX, reduction="sum")
+    return total / (targets != IGNORE_INDEX).sum()
+
+
+class _ChunkedCrossEntropy(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, h, weight, targets, chunk_tokens):
+        dtype = _matmul_dtype(h, weight)
+        h_c, w_c = h.to(dtype), weight.to(dtype)
+        valid = targets != IGNORE_INDEX
+        count = valid.sum()
+        total = torch.zeros((), dtype=torch.float32, device=h.device)
+        grad_h = torch.empty_like(h_c) if ctx.needs_input_grad[0] else None
+        grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) \
+            if ctx.needs_input_grad[1] else None
+        for start in range(0, h.shape[0], chunk_tokens):
+            stop = start + chunk_tokens
+            t, keep = targets[start:stop], valid[start:stop]
+            safe_t = t.masked_fill(~keep, 0)
+            logits = _chunk_logits(h_c[start:stop], w_c)
+            lse = torch.logsumexp(logits, dim=-1)
+            target_logit = logits.gather(1, safe_t[:, None]).squeeze(1)
+            total += ((lse - target_logit) * keep).sum()
+            # d(sum of losses)/d(logits) = softmax - one_hot(target), zero on ignored rows.
+            grad_logits = logits.sub_(lse[:, None]).exp_()
+            grad_logits.scatter_add_(1, safe_t[:, None], torch.full_like(lse[:, None], -1.0))
+            grad_logits.mul_(keep[:, None].float() / count.clamp(min=1))  # all ignored: zero gradients
+            grad_logits = grad_logits.to(dtype)
+            if grad_h is not None:
+                grad_h[start:stop] = grad_logits @ w_c
+            if grad_w is not None:
+                grad_w += (grad_logits.T @ h_c[start:stop]).float()
+        ctx.save_for_backward(grad_h, grad_w)
+        ctx.input_dtypes = (h.dtype, weight.dtype)
+        return total / count
+
+    @staticmethod
+    def backward(ctx, grad_loss):
+        grad_h, grad_w = ctx.saved_tensors
+        h_dtype, w_dtype = ctx.input_dtypes
+        dh = None if grad_h is None else (grad_h * grad_loss.to(grad_h.dtype)).to(h_dtype)
+        dw = None if grad_w is None else (grad_w * grad_loss).to(w_dtype)
+        return dh, dw, None, None
+
+
+def chunked_cross_entropy(h, weight, targets, chunk_tokens: int = DEFAULT_CHUNK_TOKENS):
+    """The mean cross-entropy of h (N, d) @ weight (V, d)^T against targets (N,), chunk_tokens
+    rows at a time; equals full_cross_entropy to rounding."""
+    if chunk_tokens < 1:
+        raise ValueError(f"chunk_tokens must be at least 1, got {chunk_tokens}")
+    if torch.is_grad_enabled() and (h.requires_grad or weight.requires_grad):
+        return _ChunkedCrossEntropy.apply(h, weight, targets, chunk_tokens)
+    return _chunked_loss_only(h, weight, targets, chunk_tokens)
+
+
+def cross_entropy(h, weight, targets, impl: str = "auto", chunk_tokens: int = DEFAULT_CHUNK_TOKENS):
+    if impl == "full":
+        return full_cross_entropy(h, weight, targets)
+    return chunked_cross_entropy(h, weight, targets, chunk_tokens)

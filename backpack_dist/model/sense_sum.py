@@ -1,0 +1,123 @@
+"""The Backpack's sense sum o_i = sum_l sum_{j<=i} alpha_l[i, j] C(x_j)_l, several exact ways.
+
+It is causal attention with n_senses heads of query/key width d/k and value width d, summed
+over heads. Inputs: q, k (B, n_senses, T, d/k); values (B, n_senses, T, d). Output (B, T, d).
+
+- "sdpa": one fused-attention call with value width d. PyTorch's flash kernel needs equal
+  widths, so on a GPU this runs the memory-efficient kernel (or, where that refuses, the math
+  kernel, which materialises alpha).
+- "chunked": the value split into d/(d/k) = k chunks of width d/k; each (sense, chunk) pair is
+  one head of width d/k, with q and k repeated across chunks, so one flash-attention call does
+  it all. Twice the matmul work of "sdpa" (QK^T is recomputed per chunk) in the fastest kernel.
+- "chunked_loop": the same chunks, one fused-attention call per chunk: no repeated q/k copies.
+- "flex": torch.nn.attention.flex_attention with value width d (compiled on a GPU; on a CPU it
+  has no backward, so use it there for inference only).
+- "reference": alpha materialised in fp32, for tests.
+- "auto": "chunked" on a GPU in half precision with a flash-compatible width, else "sdpa".
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import torch
+import torch.nn.functional as F
+
+SENSE_SUM_IMPLEMENTATIONS = ("auto", "sdpa", "chunked", "chunked_loop", "flex", "reference")
+
+
+def causal_softmax_fp32(q, k):
+    """alpha (B, n_senses, T, T), computed in fp32 whatever the input dtype."""
+    T = q.shape[-2]
+    scores = (q.float() @ k.float().transpose(-1, -2)) / math.sqrt(q.shape[-1])
+    mask = torch.ones(T, T, dtype=torch.bool, device=q.device).tril()
+    return scores.masked_fill(~mask, float("-inf")).softmax(dim=-1)
+
+
+def sense_sum_reference(q, k, values):
+    alpha = causal_softmax_fp32(q, k)
+    return torch.einsum("blij,bljd->bid", alpha, values.float()).to(values.dtype)
+
+
+def sense_sum_sdpa(q, k, values):
+    # The fused kernels keep the softmax statistics in fp32 even for bf16 inputs.
+    return F.scaled_dot_product_attention(q, k, values, is_causal=True).sum(dim=1)
+
+
+def sense_sum_chunked(q, k, values):
+    B, n, T, width = q.shape
+    d = values.shape[-1]
+    chunks = d // width
+    # Head (l, c) attends with sense l's q/k to chunk c of sense l's values.
+    q_rep, k_rep = (t.unsqueeze(2).expand(B, n, chunks, T, width).reshape(B, n * chunks, T, width) for t in (q, k))
+    v_split = values.reshape(B, n, T, chunks, width).transpose(2, 3).reshape(B, n * chunks, T, width)
+    out = F.scaled_dot_product_attention(q_rep, k_rep, v_split, is_causal=True)
+    return out.view(B, n, chunks, T, width).sum(dim=1).transpose(1, 2).reshape(B, T, d)
+
+
+def sense_sum_chunked_loop(q, k, values):
+    width, d = q.shape[-1], values.shape[-1]
+    parts = [F.scaled_dot_product_attention(q, k, values[..., c: c + width], is_causal=True).sum(dim=1)
+             for c in range(0, d, width)]
+    return torch.cat(parts, dim=-1)
+
+
+def _causal(b, h, q_idx, kv_idx):
+    return q_idx >= kv_idx
+
+
+@functools.lru_cache(maxsize=16)
+def _causal_block_mask(T: int, device: str):
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    return create_block_mask(_causal, None, None, T, T, device=device)
+
+
+@functools.lru_cache(maxsize=1)
+def _compiled_flex_attention():
+    from torch.nn.attention.flex_attention import flex_attention
+
+    return torch.compile(flex_attention, dynamic=False)
+
+
+def sense_sum_flex(q, k, values):
+    from torch.nn.attention.flex_attention import flex_attention
+
+    if not torch.is_grad_enabled():  # it refuses inputs that require grad on a CPU, even under no_grad
+        q, k, values = q.detach(), k.detach(), values.detach()
+    T = q.shape[-2]
+    mask = _causal_block_mask(T, str(q.device))
+    # Uncompiled flex_attention is a slow reference; inside an outer torch.compile it is traced.
+    run = _compiled_flex_attention() if q.is_cuda and not torch.compiler.is_compiling() else flex_attention
+    return run(q, k, values, block_mask=mask).sum(dim=1)
+
+
+def resolve_sense_sum(impl: str, q: torch.Tensor) -> str:
+    """The concrete implementation "auto" stands for with these inputs."""
+    if impl != "auto":
+        return impl
+    width = q.shape[-1]
+    flash_ok = q.is_cuda and q.dtype in (torch.bfloat16, torch.float16) and width % 8 == 0 and width <= 256
+    return "chunked" if flash_ok else "sdpa"
+
+
+IMPLEMENTATIONS = {
+    "sdpa": sense_sum_sdpa,
+    "chunked": sense_sum_chunked,
+    "chunked_loop": sense_sum_chunked_loop,
+    "flex": sense_sum_flex,
+    "reference": sense_sum_reference,
+}
+
+
+def sense_sum(q, k, values, impl: str = "auto"):
+    """o = sum_l alpha_l @ values_l (B, T, d) with the chosen implementation."""
+    return IMPLEMENTATIONS[resolve_sense_sum(impl, q)](q, k, values)
+
+
+def check_sense_sum_name(impl: str) -> str:
+    if impl not in SENSE_SUM_IMPLEMENTATIONS:
+        raise ValueError(f"unknown sense_sum implementation {impl!r}: choose one of "
+                         f"{', '.join(SENSE_SUM_IMPLEMENTATIONS)}")
+    return impl
