@@ -11,8 +11,6 @@ from __future__ import annotations
 import importlib.abc
 import importlib.util
 import sys
-import sysconfig
-from pathlib import Path
 
 MODEL_NAME = "backpack"
 TARGET = "backpack_dist.eval.lm_eval_model:BackpackLMEval"
@@ -67,8 +65,11 @@ def activate() -> None:
         sys.meta_path.insert(0, _Finder())
 
 
-def install(site_dir=None) -> Path:
+def install(site_dir=None):
     """Write the .pth file into site_dir (default: this environment's site-packages)."""
+    import sysconfig
+    from pathlib import Path
+
     site_dir = Path(site_dir or sysconfig.get_paths()["purelib"])
     path = site_dir / PTH_NAME
     path.write_text(PTH_LINE)
