@@ -1,0 +1,65 @@
+# The body of train_{micro,mini,small}.sh (sourced after common.sh, with SIZE set): starts one
+# launcher per node with srun, passes stop signals on, and requeues the job when training saved
+# a checkpoint and stopped early (exit 75) so that the next start resumes from it.
+
+FAMILY=${FAMILY:-backpack}  # backpack | transformer (the baseline of the same size)
+[[ $FAMILY == backpack || $FAMILY == transformer ]] || die "FAMILY=$FAMILY: use backpack or transformer"
+MODEL=$FAMILY-$SIZE
+case $SIZE in
+    micro | mini) default_zero=1 ;;  # fits one GPU's memory many times over: replicate the optimizer
+    small) default_zero=2 ;;         # shard optimizer state and gradients across the GPUs
+esac
+
+DATA_DIR=${DATA_DIR:-$REPO/data/openwebtext}           # output of slurm/prep_owt.sh (python -m data_prep)
+RUN_DIR=${RUN_DIR:-$REPO/runs/$MODEL}                   # checkpoints, metrics.jsonl; same name on requeue = resume
+DS_CONFIG=${DS_CONFIG:-$REPO/ds_configs/zero$default_zero.json}
+GPUS_PER_NODE=${GPUS_PER_NODE:-8}                       # training processes per node
+LAUNCHER=${LAUNCHER:-auto}                              # auto: python for 1 process per node, else torchrun
+MASTER_PORT=${MASTER_PORT:-$((20000 + ${SLURM_JOB_ID:-0} % 20000))}  # the same port again after a requeue
+SELF_REQUEUE=${SELF_REQUEUE:-1}                         # 0: exit 75 instead, for clusters with RequeueExit=75
+EXTRA_ARGS=${EXTRA_ARGS:-}                              # more flags for python -m backpack_dist.train
+
+[[ -n ${SLURM_JOB_ID:-} ]] || die "submit this script with sbatch (it reads the node list from Slurm)"
+MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
+export MASTER_ADDR MASTER_PORT GPUS_PER_NODE LAUNCHER
+
+read -r -a extra_args <<<"$EXTRA_ARGS"
+train_args=(--model "$MODEL" --data_dir "$DATA_DIR" --run_dir "$RUN_DIR" --ds_config "$DS_CONFIG" "${extra_args[@]}")
+log "$MODEL on $SLURM_NNODES node(s) x $GPUS_PER_NODE process(es), start ${SLURM_RESTART_COUNT:-0}," \
+    "rendezvous $MASTER_ADDR:$MASTER_PORT"
+log "run dir $RUN_DIR, data $DATA_DIR, $DS_CONFIG"
+
+# USR1 is the early warning (--signal=B:USR1@...: time limit, or `scancel --signal=USR1 --batch`):
+# pass it on so that training saves and exits 75, then requeue. TERM comes from Slurm itself
+# (scancel, scontrol requeue, preemption): pass it on too, but leave the job's fate to Slurm.
+got_usr1=0
+got_term=0
+srun_pid=
+trap 'got_usr1=1; log "SIGUSR1: asking training to save and stop"; [[ -n $srun_pid ]] && kill -USR1 "$srun_pid"' USR1
+trap 'got_term=1; log "SIGTERM: asking training to save and stop"; [[ -n $srun_pid ]] && kill -TERM "$srun_pid"' TERM
+
+srun --nodes="$SLURM_NNODES" --ntasks="$SLURM_NNODES" --ntasks-per-node=1 --cpus-per-task="$SLURM_CPUS_ON_NODE" \
+    --kill-on-bad-exit=1 bash "$REPO/slurm/lib/node_launch.sh" "${train_args[@]}" &
+srun_pid=$!
+wait_for "$srun_pid"
+status=$?
+
+if ((status == 0)); then
+    log "training finished"
+    exit 0
+fi
+if ((got_term)); then
+    log "stopped by Slurm (exit $status); Slurm requeues or ends the job"
+    exit "$status"
+fi
+if ((got_usr1 || status == 75)); then
+    if ((SELF_REQUEUE)); then
+        log "checkpoint saved (exit $status): requeueing; the next start resumes from $RUN_DIR"
+        scontrol requeue "$SLURM_JOB_ID" || die "scontrol requeue failed; resubmit with RUN_DIR=$RUN_DIR to resume"
+        exit 0
+    fi
+    log "checkpoint saved: exiting 75 for RequeueExit=75"
+    exit 75
+fi
+log "training failed (exit $status); not requeued. Fix the cause, then resubmit with RUN_DIR=$RUN_DIR to resume"
+exit "$status"

@@ -1,0 +1,26 @@
+#!/bin/bash
+# Train Backpack-Micro on OpenWebText (FAMILY=transformer: the Transformer-Micro baseline).
+#   sbatch slurm/train_micro.sh                          # from the repository root
+#   FAMILY=transformer sbatch slurm/train_micro.sh
+#   RUN_DIR=runs/x DATA_DIR=data/owt EXTRA_ARGS="--max_steps 50000" sbatch -N 4 slurm/train_micro.sh
+# Settings (environment variables) and what happens on preemption: see lib/train_job.sh and docs/cluster.md.
+#SBATCH --job-name=train-micro
+#SBATCH --nodes=1
+#SBATCH --ntasks-per-node=1          # one launcher per node; it starts GPUS_PER_NODE training processes
+#SBATCH --gres=gpu:8
+#SBATCH --exclusive
+#SBATCH --mem=0
+#SBATCH --time=24:00:00
+#SBATCH --requeue
+#SBATCH --signal=B:USR1@600          # 10 minutes before the time limit: save, exit, requeue
+#SBATCH --open-mode=append           # one log across requeues
+#SBATCH --output=%x-%j.out
+
+SIZE=micro
+REPO=${REPO:-${SLURM_SUBMIT_DIR:-$(cd "$(dirname "$0")/.." && pwd)}}  # sbatch runs a copy: find the clone
+[[ -f $REPO/slurm/lib/train_job.sh ]] || {
+    echo "error: $REPO is not a backpack-dist clone; submit from its root or set REPO=/path/to/backpack-dist" >&2
+    exit 2
+}
+source "$REPO/slurm/lib/common.sh"
+source "$REPO/slurm/lib/train_job.sh"
