@@ -82,8 +82,11 @@ def save(engine, run_dir, step: int, client_state: dict, keep: int) -> Path:
     if rank == 0 and folder.exists():  # a partial save from a crashed attempt
         shutil.rmtree(folder)
     torch.distributed.barrier()
-    from deepspeed.checkpoint.constants import (UNIVERSAL_CHECKPOINT_INFO, UNIVERSAL_CHECKPOINT_VERSION_KEY,
-                                                UNIVERSAL_CHECKPOINT_VERSION_VALUE)
+    from deepspeed.checkpoint.constants import (
+        UNIVERSAL_CHECKPOINT_INFO,
+        UNIVERSAL_CHECKPOINT_VERSION_KEY,
+        UNIVERSAL_CHECKPOINT_VERSION_VALUE,
+    )
 
     # Lets DeepSpeed convert it to a universal checkpoint (resume on another number of processes).
     client_state = {**client_state, UNIVERSAL_CHECKPOINT_INFO: {

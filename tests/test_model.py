@@ -2,11 +2,11 @@ import math
 
 import pytest
 import torch
+from conftest import tiny_overrides
 
 from backpack_dist.model import MODEL_NAMES, build_model, model_config
 from backpack_dist.model.backpack import causal_softmax_fp32
 from backpack_dist.model.flops import parameter_counts, training_flops_per_token
-from conftest import tiny_overrides
 
 # The spec's recount column (vocabulary padded to 50264, tied embeddings).
 RECOUNT = {

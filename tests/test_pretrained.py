@@ -2,10 +2,10 @@ import json
 
 import pytest
 import torch
+from conftest import tiny_overrides
 
 from backpack_dist.model import build_model
 from backpack_dist.pretrained import load_pretrained, save_pretrained
-from conftest import tiny_overrides
 
 
 def test_export_round_trip(tmp_path):

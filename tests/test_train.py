@@ -4,13 +4,12 @@ import os
 import shutil
 import signal
 import time
-from pathlib import Path
 
 import psutil
 import pytest
+from train_helpers import run_training, start_training, tiny_run_args, train_lines
 
 from data_prep import prepare_and_merge
-from train_helpers import run_training, start_training, tiny_run_args, train_lines
 
 pytestmark = pytest.mark.slow
 
@@ -30,7 +29,9 @@ def assert_ok(result):
 @pytest.mark.parametrize("family", ["backpack", "transformer"])
 def test_two_process_training_lowers_loss(shakespeare, tmp_path, family, zero):
     run = tmp_path / "run"
-    assert_ok(run_training(2, tiny_run_args(f"{family}-micro", shakespeare, run, zero=zero, steps=16)))
+    launcher = "torchrun" if zero == 1 else "deepspeed"  # both launchers are supported
+    assert_ok(run_training(2, tiny_run_args(f"{family}-micro", shakespeare, run, zero=zero, steps=16),
+                           launcher=launcher))
     lines = train_lines(run)
     assert sorted(lines) == list(range(1, 17))
     assert lines[16]["loss"] < lines[1]["loss"] - 0.5

@@ -12,9 +12,12 @@ REPO = Path(__file__).resolve().parents[1]
 TINY = ["--d_model", "32", "--n_layer", "2", "--n_head", "2", "--n_senses", "4", "--seq_len", "64"]
 
 
-def train_command(nprocs: int, args: list[str]) -> list[str]:
+def train_command(nprocs: int, args: list[str], launcher: str = "deepspeed") -> list[str]:
     if nprocs == 1:
         return [sys.executable, "-m", "backpack_dist.train", *args]
+    if launcher == "torchrun":
+        return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nprocs), "--master_port",
+                str(free_port()), "-m", "backpack_dist.train", *args]
     deepspeed = str(Path(sys.executable).parent / "deepspeed")
     return [deepspeed, "--num_gpus", str(nprocs), "--master_port", str(free_port()), "--module",
             "backpack_dist.train", *args]
@@ -43,8 +46,8 @@ def env() -> dict:
     return e
 
 
-def run_training(nprocs: int, args: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(train_command(nprocs, args), cwd=REPO, env=env(), capture_output=True, text=True,
+def run_training(nprocs: int, args: list[str], timeout: float = 300, launcher: str = "deepspeed"):
+    return subprocess.run(train_command(nprocs, args, launcher), cwd=REPO, env=env(), capture_output=True, text=True,
                           timeout=timeout)
 
 

@@ -18,7 +18,8 @@ def main(**flags):
     flags.pop("local_rank", None)
     unknown = sorted(set(flags) - known)
     if unknown:
-        raise ConfigError(f"unknown flag(s) {', '.join('--' + u for u in unknown)}; see python -m backpack_dist.train --help")
+        names = ", ".join("--" + u for u in unknown)
+        raise ConfigError(f"unknown flag(s) {names}; the flags are the fields of backpack_dist/train/config.py")
     if "betas" in flags:
         flags["betas"] = tuple(flags["betas"])
     cfg = TrainConfig(**flags)

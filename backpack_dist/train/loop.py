@@ -19,10 +19,17 @@ from .. import checkpoint
 from ..data import TokenStream
 from ..model import model_config, model_from_config
 from ..model.flops import training_flops_per_token
-from .config import (PREEMPTED_EXIT_CODE, ConfigError, TrainConfig, check_data_fits_model, grad_accumulation_steps,
-                     load_ds_config, validate)
+from .config import (
+    PREEMPTED_EXIT_CODE,
+    ConfigError,
+    TrainConfig,
+    check_data_fits_model,
+    grad_accumulation_steps,
+    load_ds_config,
+    validate,
+)
 from .engine import build_engine, init_distributed
-from .metrics import MetricsLog, device_peak_flops, mfu
+from .metrics import MetricsLog, device_peak_flops
 
 # Settings that must not change when a run directory is resumed.
 RESUME_INVARIANTS = ("model", "global_batch", "seed", "d_model", "n_layer", "n_head", "n_senses", "vocab_size",
@@ -44,6 +51,14 @@ class StopRequest:
         flag = torch.tensor(float(self.signum), device=device)
         torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
         return flag.item() > 0
+
+
+def report(message: str, bar=None) -> None:
+    """A line on stderr that does not get tangled with the progress bar."""
+    if bar is not None:
+        bar.write(message, file=sys.stderr)
+    else:
+        print(message, file=sys.stderr, flush=True)
 
 
 def seed_everything(seed: int) -> None:
@@ -73,10 +88,21 @@ def write_run_config(cfg: TrainConfig) -> None:
 
 
 def read_data_info(cfg: TrainConfig) -> dict:
+    """dataset.json of the data-prep output; with --remote, fetched next to the local cache."""
     from data_prep import read_dataset_info
 
+    source = cfg.data_dir
+    if cfg.remote is not None:
+        from streaming.base.storage import download_file
+
+        source = os.path.join(cfg.data_dir, f".dataset-info-rank{os.environ.get('RANK', '0')}")
+        os.makedirs(source, exist_ok=True)
+        try:
+            download_file(f"{cfg.remote.rstrip('/')}/dataset.json", os.path.join(source, "dataset.json"), 60)
+        except Exception as e:
+            raise ConfigError(f"cannot fetch {cfg.remote}/dataset.json ({e}); check --remote and credentials") from None
     try:
-        return read_dataset_info(cfg.data_dir)
+        return read_dataset_info(source)
     except ValueError as e:
         raise ConfigError(str(e)) from None
 
@@ -99,15 +125,19 @@ def evaluate(engine, stream_factory, batches: int, device) -> float:
     return (total[0] / total[1]).item() if total[1] > 0 else float("nan")
 
 
-def validation_batches(cfg: TrainConfig, seq_len: int, world: int):
+def remote_split(cfg: TrainConfig, split: str) -> str | None:
+    return f"{cfg.remote.rstrip('/')}/{split}" if cfg.remote else None
+
+
+def validation_batches(cfg: TrainConfig, data_info: dict, seq_len: int):
     from streaming import StreamingDataset
 
     from ..data import collate_tokens
 
-    val_dir = os.path.join(cfg.data_dir, "val")
-    if cfg.remote is None and not os.path.isdir(val_dir):
+    if data_info["splits"].get("val", {}).get("samples", 0) == 0:
         return None
-    dataset = StreamingDataset(local=val_dir, remote=f"{cfg.remote}/val" if cfg.remote else None, shuffle=False,
+    val_dir = os.path.join(cfg.data_dir, "val")
+    dataset = StreamingDataset(local=val_dir, remote=remote_split(cfg, "val"), shuffle=False,
                                batch_size=cfg.micro_batch, num_canonical_nodes=cfg.num_canonical_nodes)
 
     def batches():
@@ -121,11 +151,10 @@ def validation_batches(cfg: TrainConfig, seq_len: int, world: int):
 def train(cfg: TrainConfig) -> int:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     validate(cfg, world)
-    data_info = read_data_info(cfg) if cfg.remote is None else None
+    data_info = read_data_info(cfg)
     model_cfg = model_config(cfg.model, **cfg.model_overrides)
-    if data_info is not None:
-        check_data_fits_model(data_info, model_cfg.vocab_size, model_cfg.seq_len)
-    seq_len = data_info["seq_len"] if data_info else model_cfg.seq_len
+    check_data_fits_model(data_info, model_cfg.vocab_size, model_cfg.seq_len)
+    seq_len = data_info["seq_len"]
     check_run_dir(cfg)
 
     init_distributed()
@@ -155,10 +184,10 @@ def train(cfg: TrainConfig) -> int:
 
     accum = grad_accumulation_steps(cfg.global_batch, cfg.micro_batch, world)
     stream = TokenStream(
-        os.path.join(cfg.data_dir, "train"), remote=f"{cfg.remote}/train" if cfg.remote else None,
+        os.path.join(cfg.data_dir, "train"), remote=remote_split(cfg, "train"),
         micro_batch=cfg.micro_batch, seq_len=seq_len, shuffle=True, seed=cfg.seed,
         num_canonical_nodes=cfg.num_canonical_nodes, num_workers=cfg.num_workers, world_size=world)
-    val_batches = validation_batches(cfg, seq_len, world)
+    val_batches = validation_batches(cfg, data_info, seq_len)
 
     step, tokens_seen = 0, 0
     if resume_step is not None:
@@ -167,7 +196,7 @@ def train(cfg: TrainConfig) -> int:
         stream.load_state_dict(client["loader"])
         if rank == 0:
             print(f"resumed from {checkpoint.checkpoints_dir(run_dir) / checkpoint.tag_for_step(step)}", flush=True)
-    tokenizer = data_info["tokenizer"] if data_info else "gpt2"
+    tokenizer = data_info["tokenizer"]
 
     def client_state() -> dict:
         return {"step": step, "tokens_seen": tokens_seen, "loader": stream.state_dict(), "run_config": cfg.to_dict(),
@@ -208,19 +237,10 @@ def train(cfg: TrainConfig) -> int:
         grad_norm = engine.get_global_grad_norm()
         grad_norm = float(grad_norm) if grad_norm is not None else float("nan")
         skipped = getattr(optimizer, "skipped_last_step", False) or not math.isfinite(loss_value)
-        if skipped:
-            bad_steps += 1
-            if rank == 0:
-                print(f"step {step}: non-finite loss {loss_value} or grad norm {grad_norm}; update skipped "
-                      f"({bad_steps} in a row)", file=sys.stderr, flush=True)
-            if bad_steps >= cfg.max_bad_steps:
-                if rank == 0:
-                    print(f"error: stopping at step {step} after {bad_steps} non-finite steps in a row; lower --lr or "
-                          "check the data, then resume from the last checkpoint", file=sys.stderr, flush=True)
-                exit_code = 3
-                break
-        else:
-            bad_steps = 0
+        bad_steps = bad_steps + 1 if skipped else 0
+        if skipped and rank == 0:
+            report(f"step {step}: non-finite loss {loss_value} or grad norm {grad_norm}; update skipped "
+                   f"({bad_steps} in a row)", bar)
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}")
@@ -236,14 +256,20 @@ def train(cfg: TrainConfig) -> int:
             val_loss = evaluate(engine, val_batches, cfg.eval_batches, device)
             if rank == 0:
                 log.log({"step": step, "val_loss": val_loss, "val_ppl": math.exp(min(val_loss, 700))})
+        if bad_steps >= cfg.max_bad_steps:
+            if rank == 0:
+                report(f"error: stopping at step {step} after {bad_steps} non-finite steps in a row; lower --lr or "
+                       "check the data, then resume from the last checkpoint", bar)
+            exit_code = 3
+            break
         stop_now = stop.agreed(device)
         if step % cfg.save_every == 0 or step == cfg.max_steps or stop_now:
             checkpoint.save(engine, run_dir, step, client_state(), cfg.keep)
             last_saved = step
         if stop_now:
             if rank == 0:
-                print(f"stopped by signal {stop.signum or 'on another rank'} after saving step {last_saved}; "
-                      f"re-run the same command to resume", file=sys.stderr, flush=True)
+                report(f"stopped by signal {stop.signum or 'on another rank'} after saving step {last_saved}; "
+                       f"re-run the same command to resume", bar)
             exit_code = PREEMPTED_EXIT_CODE
             break
     if bar is not None:

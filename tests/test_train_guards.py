@@ -1,0 +1,108 @@
+"""Configurations that cannot work fail at start with one clear line; non-finite steps are
+skipped and a run of them stops training; export and load of real checkpoints."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from train_helpers import REPO, TINY, env, run_training, tiny_run_args, train_lines
+
+from data_prep import prepare_and_merge
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory, shared_data):
+    out = tmp_path_factory.mktemp("data") / "wikitext"
+    prepare_and_merge([shared_data / "wikitext2" / "wiki.test.raw"], out, seq_len=64, val_fraction=0.05)
+    return out
+
+
+def train_cli(*args):
+    return subprocess.run([sys.executable, "-m", "backpack_dist.train", *args], cwd=REPO, env=env(),
+                          capture_output=True, text=True, timeout=120)
+
+
+def assert_clear_error(result, pattern, run_dir=None):
+    assert result.returncode == 2, result.stderr[-2000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and pattern in last, last
+    assert "Traceback" not in result.stderr
+    if run_dir is not None:
+        assert not run_dir.exists(), "a failed start must leave nothing behind"
+
+
+def base_args(data, run_dir, model="backpack-micro"):
+    return ["--model", model, *TINY, "--data_dir", str(data), "--run_dir", str(run_dir), "--ds_config",
+            str(REPO / "ds_configs" / "zero1.json"), "--global_batch", "8", "--micro_batch", "2", "--wandb", "disabled"]
+
+
+def test_unknown_model(data, tmp_path):
+    args = base_args(data, tmp_path / "run", model="backpack-huge")
+    assert_clear_error(train_cli(*args), "unknown model 'backpack-huge'", tmp_path / "run")
+
+
+def test_global_batch_not_divisible(data, tmp_path):
+    args = base_args(data, tmp_path / "run") + ["--global_batch", "7"]
+    assert_clear_error(train_cli(*args), "global batch 7 is not divisible", tmp_path / "run")
+
+
+def test_missing_data_dir(tmp_path):
+    args = base_args(tmp_path / "nowhere", tmp_path / "run")
+    assert_clear_error(train_cli(*args), "has no train/ split", tmp_path / "run")
+
+
+def test_data_vocabulary_larger_than_model(data, tmp_path):
+    args = base_args(data, tmp_path / "run") + ["--vocab_size", "1000"]
+    assert_clear_error(train_cli(*args), "vocabulary (50257 ids) is larger than the model's (1000)", tmp_path / "run")
+
+
+def test_unknown_flag_and_missing_ds_config(data, tmp_path):
+    assert_clear_error(train_cli(*base_args(data, tmp_path / "run"), "--learning_rate", "1"), "--learning_rate")
+    args = base_args(data, tmp_path / "run") + ["--ds_config", str(tmp_path / "zero9.json")]
+    assert_clear_error(train_cli(*args), "zero9.json not found", tmp_path / "run")
+
+
+@pytest.mark.slow
+def test_non_finite_steps_are_skipped_then_stop(data, tmp_path):
+    run = tmp_path / "run"
+    result = run_training(1, tiny_run_args("transformer-micro", data, run, zero=0, steps=30,
+                                           extra=["--lr", "1e9", "--max_bad_steps", "3", "--save_every", "100"]))
+    assert result.returncode == 3, result.stderr[-2000:]
+    assert "non-finite loss" in result.stderr and "update skipped" in result.stderr
+    assert "after 3 non-finite steps in a row" in result.stderr
+    assert not (run / "checkpoints").exists()  # nothing bad was saved
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("zero", [0, 3])
+def test_export_and_run_changed_settings(data, tmp_path, zero):
+    """One plain process (no launcher), ZeRO 0 and 3: export equals the live checkpoint; a resume
+    with a different model is refused."""
+    run = tmp_path / "run"
+    result = run_training(1, tiny_run_args("backpack-micro", data, run, zero=zero, steps=6,
+                                           extra=["--save_every", "3", "--wandb", "offline"]))
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = train_lines(run)
+    assert sorted(lines) == list(range(1, 7))
+    records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert {"step", "loss", "lr", "grad_norm", "tokens_per_s", "mfu", "tokens_seen"} <= set(records[0])
+    assert any("val_loss" in r and "val_ppl" in r for r in records)
+    assert any((run / "wandb").glob("offline-run-*"))
+
+    out = tmp_path / "export"
+    command = [sys.executable, "-m", "backpack_dist.export", str(run), "--out", str(out), "--step", "3"]
+    exported = subprocess.run(command, cwd=REPO, env=env(), capture_output=True, text=True, timeout=120)
+    assert exported.returncode == 0, exported.stderr[-2000:]
+    from backpack_dist.pretrained import load_pretrained
+
+    model_export, tok, info = load_pretrained(out)
+    model_run, _, _ = load_pretrained(run / "checkpoints" / "step_00000003")
+    assert info["step"] == 3 and info["model_name"] == "backpack-micro"
+    x = torch.tensor([tok.encode_ordinary(" The history of the valley")])
+    with torch.no_grad():
+        assert torch.equal(model_export(x), model_run(x))
+
+    changed = run_training(1, tiny_run_args("transformer-micro", data, run, zero=zero, steps=6))
+    assert changed.returncode == 2 and "was started with different settings" in changed.stderr
