@@ -16,7 +16,6 @@ log() {
 PYTHON=${PYTHON:-python3}
 command -v "$PYTHON" >/dev/null || die "PYTHON=$PYTHON not found; activate the environment or set PYTHON=/path/to/python"
 export PYTHON
-cd "$REPO" || die "cannot enter REPO=$REPO"
 export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
 
 # wait_for PID: wait until PID exits even when trapped signals interrupt `wait`; returns its status.
