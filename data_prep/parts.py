@@ -62,7 +62,11 @@ def claim_output(out_dir: Path, settings: dict, overwrite: bool) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "prep.json"
     record = {"settings_id": settings_id(settings), "settings": settings}
-    if not path.exists() and any(p.name not in (".tmp",) for p in out_dir.iterdir()) and not overwrite:
+    # Refuse a folder with foreign content. Our own names may appear at any moment: the other
+    # jobs of an array are claiming the same folder concurrently.
+    ours = {"prep.json", "parts", "train", "val", "dataset.json"}
+    foreign = [p.name for p in out_dir.iterdir() if p.name not in ours and not p.name.startswith(".")]
+    if foreign and not path.exists() and not overwrite:
         raise PrepError(f"{out_dir} is not empty and not a data_prep output; use another --out_dir or --overwrite")
     tmp = out_dir / f".prep.json.{os.getpid()}.tmp"
     tmp.write_text(json.dumps(record, indent=1, sort_keys=True))

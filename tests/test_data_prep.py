@@ -229,6 +229,14 @@ def test_unreadable_input_is_a_clear_error_with_no_output(tmp_path):
     assert not out.exists()
     with pytest.raises(ValueError, match="does not exist"):
         data_prep.prepare_text([tmp_path / "missing.txt"], out)
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("someone else's folder")
+    good = tmp_path / "good.txt"
+    good.write_text("one document")
+    with pytest.raises(ValueError, match="not empty and not a data_prep output"):
+        data_prep.prepare_text([good], foreign)
+    assert sorted(os.listdir(foreign)) == ["notes.txt"]
     if os.geteuid() != 0:  # root reads anything
         locked = tmp_path / "locked.txt"
         locked.write_text("x")
