@@ -13,7 +13,7 @@ from conftest import REPO, tiny_overrides
 
 from backpack_dist.model import build_model
 from backpack_dist.model.loss import chunked_cross_entropy, full_cross_entropy
-from backpack_dist.model.sense_sum import SENSE_SUM_IMPLEMENTATIONS, sense_sum
+from backpack_dist.model.sense_sum import SENSE_SUM_IMPLEMENTATIONS, flex_value_width, sense_sum
 
 TOL = dict(atol=2e-5, rtol=2e-5)
 FAST_SENSE_SUMS = [impl for impl in SENSE_SUM_IMPLEMENTATIONS if impl != "reference"]
@@ -43,6 +43,14 @@ def test_sense_sum_equals_reference(impl, T):
     got = torch.autograd.grad(out, inputs, upstream)
     for name, a, b in zip("qkv", got, want, strict=True):
         torch.testing.assert_close(a, b, **TOL, msg=lambda m, name=name: f"d{name}: {m}")
+
+
+@pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
+def test_flex_splits_wide_values_into_chunks_exactly():
+    q, k, v = sense_inputs(9, n=40, width=8)  # d = 320: five 64-wide value chunks
+    assert flex_value_width(320) == 64
+    with torch.no_grad():
+        torch.testing.assert_close(sense_sum(q, k, v, impl="flex"), sense_sum(q, k, v, impl="reference"), **TOL)
 
 
 def test_sense_sum_is_causal_attention_summed_over_heads():

@@ -10,8 +10,10 @@ over heads. Inputs: q, k (B, n_senses, T, d/k); values (B, n_senses, T, d). Outp
   one head of width d/k, with q and k repeated across chunks, so one flash-attention call does
   it all. Twice the matmul work of "sdpa" (QK^T is recomputed per chunk) in the fastest kernel.
 - "chunked_loop": the same chunks, one fused-attention call per chunk: no repeated q/k copies.
-- "flex": torch.nn.attention.flex_attention with value width d (compiled on a GPU; on a CPU it
-  has no backward, so use it there for inference only).
+- "flex": torch.nn.attention.flex_attention, which takes value widths unlike the query's, one
+  call per value chunk of at most 256 columns (its kernel holds a row block of the output in
+  registers; 768 would not fit): 3 calls for Backpack-Small. Compiled on a GPU; on a CPU it has no
+  backward, so use it there for inference only.
 - "reference": alpha materialised in fp32, for tests.
 - "auto": "chunked" on a GPU in half precision with a flash-compatible width, else "sdpa".
 """
@@ -86,11 +88,23 @@ def sense_sum_flex(q, k, values):
 
     if not torch.is_grad_enabled():  # it refuses inputs that require grad on a CPU, even under no_grad
         q, k, values = q.detach(), k.detach(), values.detach()
-    T = q.shape[-2]
+    T, d = q.shape[-2], values.shape[-1]
     mask = _causal_block_mask(T, str(q.device))
     # Uncompiled flex_attention is a slow reference; inside an outer torch.compile it is traced.
     run = _compiled_flex_attention() if q.is_cuda and not torch.compiler.is_compiling() else flex_attention
-    return run(q, k, values, block_mask=mask).sum(dim=1)
+    width = flex_value_width(d)
+    parts = [run(q, k, values[..., c: c + width], block_mask=mask).sum(dim=1) for c in range(0, d, width)]
+    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
+
+
+def flex_value_width(d: int, limit: int = 256) -> int:
+    """The widest power of two <= limit that divides d (d itself if d <= limit)."""
+    if d <= limit:
+        return d
+    width = limit
+    while d % width:
+        width //= 2
+    return width
 
 
 def resolve_sense_sum(impl: str, q: torch.Tensor) -> str:
