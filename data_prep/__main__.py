@@ -55,7 +55,7 @@ class Commands:
 
 def main() -> None:
     try:
-        fire.Fire(Commands, name="python -m data_prep")
+        fire.Fire(Commands, name="data_prep")
     except PrepError as e:
         print(f"data_prep: error: {e}", file=sys.stderr)
         sys.exit(2)

@@ -132,4 +132,4 @@ def main(mb: float = 12, workers="1,2", reps: int = 3, source=None, part_mb: flo
 if __name__ == "__main__":
     import fire
 
-    fire.Fire(main, name="python -m data_prep.bench", serialize=lambda _: None)
+    fire.Fire(main, name="data_prep.bench", serialize=lambda _: None)
