@@ -159,7 +159,7 @@ def synchronize(device: torch.device) -> None:
 
 
 def measure(variant: Variant, overrides: dict, micro_batch: int, *, steps: int, warmup: int, precision: str,
-            tokens: str, loss_chunk_tokens: int | None, device: torch.device, seed: int) -> dict:
+            tokens: str, loss_chunk_tokens: int | None, device: torch.device, seed: int, profile: bool = False) -> dict:
     """Time `steps` training steps after `warmup` ones; raises on failure (out of memory included)."""
     torch.manual_seed(seed)
     with device:
@@ -206,7 +206,9 @@ def measure(variant: Variant, overrides: dict, micro_batch: int, *, steps: int, 
         probe = torch.empty(1, 1, 1, cfg.d_model // cfg.n_senses, device=device,
                             dtype=torch.bfloat16 if precision == "bf16" else torch.float32)
         resolved = resolve_sense_sum(variant.sense_sum, probe)
+    profile_table = profile_steps(train_step, device) if profile else None
     return {
+        "profile": profile_table,
         "micro_batch": micro_batch, "seq_len": cfg.seq_len, "steps": steps, "step_time_s": elapsed / steps,
         "tokens_per_s": tokens_per_s, "flops_per_token": flops,
         "mfu": None if peak_flops is None else tokens_per_s * flops / peak_flops,
@@ -218,14 +220,27 @@ def measure(variant: Variant, overrides: dict, micro_batch: int, *, steps: int, 
     }
 
 
+def profile_steps(train_step, device: torch.device, steps: int = 3, rows: int = 20) -> str:
+    """torch.profiler's table of the operators that took the most device time over a few steps."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        for i in range(steps):
+            train_step(i)
+        synchronize(device)
+    sort_by = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    return prof.key_averages().table(sort_by=sort_by, row_limit=rows)
+
+
 def largest_micro_batch(variant: Variant, overrides: dict, limit: int, **kwargs) -> int:
     """The largest power of two up to `limit` for which two training steps fit in GPU memory."""
     device = kwargs["device"]
     fits, size = 0, 1
     while size <= limit:
         try:
-            measure(variant, overrides, size, steps=1, warmup=1, **{k: v for k, v in kwargs.items()
-                                                                     if k not in ("steps", "warmup")})
+            measure(variant, overrides, size, steps=1, warmup=1,
+                    **{k: v for k, v in kwargs.items() if k not in ("steps", "warmup", "profile")})
         except Exception as e:  # noqa: BLE001 - out of memory surfaces as several exception types
             if not is_out_of_memory(e):
                 raise
@@ -312,6 +327,9 @@ def print_report(report: dict) -> None:
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     for line in lines:
         print("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip())
+    for r in report["results"]:
+        if r.get("profile"):
+            print(f"\nprofile of {r['model']} {describe(r)}, 3 steps:\n{r['profile']}")
     if report["ratios"]:
         print("\nbackpack/transformer tokens/s per size:")
         for r in report["ratios"]:
@@ -333,14 +351,16 @@ def bench(models: str = ",".join(MODEL_NAMES), micro_batch: int | None = None, s
           precision: str = "bf16", tokens: str = "zipf", loss_chunk_tokens: int | None = None,
           max_micro_batch: int = 256, d_model: int | None = None, n_layer: int | None = None,
           n_head: int | None = None, n_senses: int | None = None, vocab_size: int | None = None,
-          dropout: float | None = None, device: str | None = None, seed: int = 0, out: str | None = None):
+          dropout: float | None = None, device: str | None = None, seed: int = 0, profile: bool = False,
+          out: str | None = None):
     """Benchmark training steps; comma-separated lists compare implementations in one run.
 
     models: subset of the six names. micro_batch: fixed, else the largest power of two <=
     max_micro_batch that fits (GPU only). sense_sum: auto,sdpa,chunked,chunked_loop,flex,reference.
     loss: auto,full,chunked. compile: false, true or false,true. optimizer: torch (fused AdamW),
     deepspeed (FusedAdam). precision: bf16 (autocast, fp32 master weights) or fp32. tokens: zipf or
-    uniform ids. out: JSON path (default runs/bench/bench-<UTC time>.json)."""
+    uniform ids. profile: also print torch.profiler's top operators of 3 steps per row. out: JSON path
+    (default runs/bench/bench-<UTC time>.json)."""
     names = as_list(models, "models")
     for name in names:
         if name not in MODEL_NAMES:
@@ -377,7 +397,7 @@ def bench(models: str = ",".join(MODEL_NAMES), micro_batch: int | None = None, s
         print(f"... {variant.label()}", file=sys.stderr, flush=True)
         rows.append(run_variant(variant, overrides, micro_batch, search_cache, steps=steps, warmup=warmup,
                                 precision=precision, tokens=tokens, loss_chunk_tokens=loss_chunk_tokens,
-                                device=dev, seed=seed, max_micro_batch=max_micro_batch))
+                                device=dev, seed=seed, max_micro_batch=max_micro_batch, profile=bool(profile)))
     report = {
         "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

@@ -59,9 +59,10 @@ def sense_sum_chunked(q, k, values):
 
 
 def sense_sum_chunked_loop(q, k, values):
-    width, d = q.shape[-1], values.shape[-1]
-    parts = [F.scaled_dot_product_attention(q, k, values[..., c: c + width], is_causal=True).sum(dim=1)
-             for c in range(0, d, width)]
+    # split, not slicing: its backward concatenates the chunks' gradients once, where each slice's
+    # backward would write a full-size zero tensor.
+    parts = [F.scaled_dot_product_attention(q, k, chunk, is_causal=True).sum(dim=1)
+             for chunk in values.split(q.shape[-1], dim=-1)]
     return torch.cat(parts, dim=-1)
 
 
@@ -92,8 +93,7 @@ def sense_sum_flex(q, k, values):
     mask = _causal_block_mask(T, str(q.device))
     # Uncompiled flex_attention is a slow reference; inside an outer torch.compile it is traced.
     run = _compiled_flex_attention() if q.is_cuda and not torch.compiler.is_compiling() else flex_attention
-    width = flex_value_width(d)
-    parts = [run(q, k, values[..., c: c + width], block_mask=mask).sum(dim=1) for c in range(0, d, width)]
+    parts = [run(q, k, chunk, block_mask=mask).sum(dim=1) for chunk in values.split(flex_value_width(d), dim=-1)]
     return parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
 
 
