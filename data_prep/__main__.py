@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sys
 
 import fire
@@ -53,7 +55,19 @@ class Commands:
         print(inspect_output(out_dir, samples=samples, chars=chars))
 
 
+def _stop_on_sigterm(signum, frame):
+    # SLURM sends TERM before a time limit or preemption: unwind so that the worker pool is
+    # terminated too; committed parts are kept and a rerun redoes the rest.
+    if os.getpid() == _MAIN_PID:  # forked workers inherit the handler; only the job reports
+        print("data_prep: stopped by SIGTERM; rerun the same command to continue", file=sys.stderr)
+    raise SystemExit(128 + signum)
+
+
+_MAIN_PID = os.getpid()
+
+
 def main() -> None:
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
     try:
         fire.Fire(Commands, name="data_prep")
     except PrepError as e:
