@@ -119,3 +119,19 @@ def test_cli_errors_are_one_line_with_no_output(tmp_path):
     assert lines[-1].startswith("data_prep: error: cannot load the Hugging Face dataset 'Skylion007/openwebtext'")
     assert "pass --input" in lines[-1]
     assert not out.exists()
+
+
+def test_sigterm_stops_the_job_and_its_workers(shared_data, tmp_path):
+    out = tmp_path / "out"
+    job = cli("text", "--input", ",".join(inputs(shared_data)), "--out_dir", out, *OPTIONS, "--workers", 2)
+    deadline = time.time() + 120
+    while len(list((out / "parts").glob("part-*.json"))) < 2:
+        assert job.poll() is None and time.time() < deadline
+        time.sleep(0.005)
+    workers = subprocess.run(["pgrep", "-P", str(job.pid)], capture_output=True, text=True).stdout.split()
+    job.send_signal(signal.SIGTERM)
+    _, err = job.communicate(timeout=60)
+    assert job.returncode == 128 + signal.SIGTERM
+    assert err.strip().splitlines() == ["data_prep: stopped by SIGTERM; rerun the same command to continue"]
+    time.sleep(0.5)
+    assert workers and not [w for w in workers if Path(f"/proc/{w}").exists()], "worker processes outlived the job"
