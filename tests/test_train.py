@@ -112,3 +112,20 @@ def test_resume_two_processes_on_one(shakespeare, tmp_path):
     for step in range(21, 31):
         assert abs(got[step]["loss"] - expected[step]["loss"]) < 1e-3, (step, got[step], expected[step])
         assert got[step]["lr"] == pytest.approx(expected[step]["lr"])
+
+
+def test_keep_and_incomplete_checkpoints_are_never_used(uninterrupted, tmp_path):
+    from backpack_dist import checkpoint
+    from backpack_dist.pretrained import load_pretrained
+
+    ckpts = uninterrupted / "checkpoints"
+    assert checkpoint.complete_steps(ckpts) == [20, 30, 40]  # --keep 3 deleted step 10
+    assert (ckpts / "latest").read_text().strip() == "step_00000040"
+    crashed = tmp_path / "run"
+    shutil.copytree(uninterrupted, crashed)
+    (crashed / "checkpoints" / "step_00000040" / "COMPLETE").unlink()  # as if killed mid-save
+    assert checkpoint.latest_complete_step(crashed / "checkpoints") == 30
+    _, _, info = load_pretrained(crashed)
+    assert info["step"] == 30
+    with pytest.raises(ValueError, match="incomplete"):
+        load_pretrained(crashed / "checkpoints" / "step_00000040")

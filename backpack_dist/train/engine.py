@@ -29,6 +29,12 @@ def init_distributed() -> None:
                                              else os.environ.get("WORLD_SIZE", "1"))
     if torch.cuda.is_available():
         torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
+    else:
+        # On CPU DeepSpeed JIT-compiles a shared-memory all-reduce at start-up that only its
+        # inference path uses; concurrent runs race on that build (and sometimes fail), so skip it.
+        import deepspeed.ops
+
+        deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
     deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo")
 
 
