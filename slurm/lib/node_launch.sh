@@ -1,20 +1,18 @@
 #!/bin/bash
 # One per node, started by srun from lib/train_job.sh: runs this node's GPUS_PER_NODE training
 # processes and passes SIGUSR1/SIGTERM on to them (each saves at its next step boundary and exits
-# 75). Exit status: training's (75 after a stop request).
+# 75). Exit status: training's (torchrun: 1 when any worker exits non-zero, 75 included).
 set -u
 node=${SLURM_NODEID:?run by srun}
 nodes=${SLURM_NNODES:?run by srun}
+echo "[$(date '+%F %T')] node $node of $nodes (${SLURMD_NODENAME:-$(hostname)}): $GPUS_PER_NODE training process(es)"
 
 if [[ $LAUNCHER == python || ($LAUNCHER == auto && $GPUS_PER_NODE == 1) ]]; then
     ((GPUS_PER_NODE == 1)) || { echo "error: LAUNCHER=python runs one process per node; set GPUS_PER_NODE=1" >&2; exit 2; }
-    # mosaicml-streaming coordinates the processes of one machine through /dev/shm; NODES_PER_HOST > 1
-    # is for test clusters that run several slurmd daemons on one machine.
-    export RANK=$node LOCAL_RANK=0 WORLD_SIZE=$nodes LOCAL_WORLD_SIZE=${NODES_PER_HOST:-1}
+    export RANK=$node LOCAL_RANK=0 WORLD_SIZE=$nodes LOCAL_WORLD_SIZE=1
     "$PYTHON" -m backpack_dist.train "$@" &
     child=$!
     workers() { echo "$child"; }
-    stopped() { [[ $1 == 75 || $1 == 138 || $1 == 143 ]]; }  # 128 + USR1/TERM: stopped while starting up
 else
     # torchrun dies of SIGUSR1 (no handler) and on SIGTERM kills its workers after a short grace
     # time: it starts with both ignored; the workers install their own handlers, and the
@@ -27,7 +25,6 @@ else
     ) &
     child=$!
     workers() { pgrep -P "$child"; }
-    stopped() { [[ $1 != 0 ]]; }  # torchrun exits 1 whatever its workers' status
 fi
 
 stop=
@@ -45,8 +42,4 @@ while kill -0 "$child" 2>/dev/null; do
     [[ -n $stop ]] && forward "$stop"
 done
 wait "$child"
-status=$?
-if [[ -n $stop ]] && stopped "$status"; then
-    status=75
-fi
-exit "$status"
+

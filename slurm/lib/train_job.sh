@@ -1,6 +1,6 @@
 # The body of train_{micro,mini,small}.sh (sourced after common.sh, with SIZE set): starts one
 # launcher per node with srun, passes stop signals on, and requeues the job when training saved
-# a checkpoint and stopped early (exit 75) so that the next start resumes from it.
+# a checkpoint and stopped early on SIGUSR1 so that the next start resumes from it.
 
 FAMILY=${FAMILY:-backpack}  # backpack | transformer (the baseline of the same size)
 [[ $FAMILY == backpack || $FAMILY == transformer ]] || die "FAMILY=$FAMILY: use backpack or transformer"
@@ -52,13 +52,13 @@ if ((got_term)); then
     log "stopped by Slurm (exit $status); Slurm requeues or ends the job"
     exit "$status"
 fi
-if ((got_usr1 || status == 75)); then
+if ((got_usr1)); then
     if ((SELF_REQUEUE)); then
-        log "checkpoint saved (exit $status): requeueing; the next start resumes from $RUN_DIR"
+        log "stopped (exit $status): requeueing; the next start resumes from the newest checkpoint in $RUN_DIR"
         scontrol requeue "$SLURM_JOB_ID" || die "scontrol requeue failed; resubmit with RUN_DIR=$RUN_DIR to resume"
         exit 0
     fi
-    log "checkpoint saved: exiting 75 for RequeueExit=75"
+    log "stopped (exit $status): exiting 75 for RequeueExit=75"
     exit 75
 fi
 log "training failed (exit $status); not requeued. Fix the cause, then resubmit with RUN_DIR=$RUN_DIR to resume"
