@@ -13,6 +13,7 @@ $(PYTHON):
 
 install: $(PYTHON)
 	$(PYTHON) -m pip install -q -e '.[dev]'
+	$(PYTHON) -m backpack_dist.eval install_lm_eval > /dev/null
 
 test: install
 	eval "$$($(SHARED)/tools/tiktoken-cache)" && BACKPACK_SHARED=$(SHARED) $(PYTHON) -m pytest $(PYTEST_ARGS)
