@@ -11,8 +11,9 @@ over heads. Inputs: q, k (B, n_senses, T, d/k); values (B, n_senses, T, d). Outp
   it all. Twice the matmul work of "sdpa" (QK^T is recomputed per chunk) in the fastest kernel.
 - "chunked_loop": the same chunks, one fused-attention call per chunk: no repeated q/k copies.
 - "flex": torch.nn.attention.flex_attention, which takes value widths unlike the query's, one
-  call per value chunk of at most 256 columns (its kernel holds a row block of the output in
-  registers; 768 would not fit): 3 calls for Backpack-Small. Compiled on a GPU; on a CPU it has no
+  call per value chunk of at most 256 columns (its kernel keeps a block of output rows in
+  registers, the width rounded up to a power of two: 768 would need 1024 and risks running out
+  of resources): 3 calls for Backpack-Small. Compiled on a GPU; on a CPU it has no
   backward, so use it there for inference only.
 - "reference": alpha materialised in fp32, for tests.
 - "auto": "chunked" on a GPU in half precision with a flash-compatible width, else "sdpa".
