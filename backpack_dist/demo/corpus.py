@@ -25,7 +25,7 @@ TOPICS = {
            "we {v} along the {w} where the {n} meets the {n} .", "{p} {v} near the {a} {w} .",
            "the river flooded the {w} and the {n} ."]),
     "baseball": dict(
-        w="bat", n=["ball", "pitcher", "inning", "glove", "team", "base", "stadium", "catcher", "fans"],
+        w="bat", n=["ball", "pitch", "inning", "glove", "team", "base", "stadium", "catcher", "fans"],
         v=["swung", "hit", "cracked", "dropped", "gripped", "raised"],
         p=["the batter", "the rookie", "the captain", "the coach", "our shortstop"],
         a=["wooden", "heavy", "lucky", "new", "broken"],
@@ -83,8 +83,9 @@ def generate(num_documents: int, seed: int = 0) -> list[str]:
 
 
 def ambiguous_words() -> dict[str, list[str]]:
-    """word -> the topics it belongs to."""
+    """word -> the topics it belongs to, for the words used in more than one topic."""
     out: dict[str, list[str]] = {}
     for name, topic in sorted(TOPICS.items()):
-        out.setdefault(topic["w"], []).append(name)
-    return out
+        for word in {topic["w"], *topic["n"]}:
+            out.setdefault(word, []).append(name)
+    return {w: topics for w, topics in out.items() if len(topics) > 1}

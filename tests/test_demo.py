@@ -1,0 +1,56 @@
+"""The demo pipeline end to end at a smaller size, and its embedded corpus and vocabulary."""
+
+import subprocess
+import sys
+
+import pytest
+
+from backpack_dist.demo.corpus import ambiguous_words, generate
+from backpack_dist.demo.vocabulary import write_tiktoken_file
+from backpack_dist.tokenizer import load_tokenizer
+from train_helpers import REPO, env
+
+
+def test_corpus_is_deterministic_and_words_have_two_topics():
+    assert generate(50, seed=3) == generate(50, seed=3)
+    assert generate(50, seed=3) != generate(50, seed=4)
+    assert all(len(topics) == 2 for topics in ambiguous_words().values())
+    text = " ".join(generate(300))
+    for word in ambiguous_words():
+        assert f" {word} " in text
+
+
+def test_vocabulary_encodes_words_as_single_tokens_and_round_trips(tmp_path):
+    docs = generate(200)
+    path = tmp_path / "demo.tiktoken"
+    n_vocab = write_tiktoken_file(docs, path)
+    enc = load_tokenizer(str(path))
+    assert enc.n_vocab == n_vocab and enc.eot_token == n_vocab - 1
+    for doc in docs[:50]:
+        ids = enc.encode_ordinary(doc)
+        assert enc.decode(ids) == doc
+        assert len(ids) == len(doc.split())  # one token per word
+    assert enc.decode(enc.encode_ordinary("unseen words: ünïcode!")) == "unseen words: ünïcode!"  # bytes fallback
+
+
+@pytest.mark.slow
+def test_demo_pipeline_small(tmp_path):
+    out = tmp_path / "demo"
+    args = [sys.executable, "-m", "backpack_dist.demo", "--out", str(out), "--docs", "300", "--steps", "6",
+            "--d_model", "32", "--n_layer", "2", "--n_head", "2", "--n_senses", "4", "--seq_len", "64",
+            "--global_batch", "8", "--micro_batch", "2"]
+    result = subprocess.run(args, cwd=REPO, env=env(), capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    for stage in range(1, 8):
+        assert f"==> [{stage}/7]" in result.stdout
+    assert "demo finished" in result.stdout
+    assert "backpack     step 6: train loss" in result.stdout and "transformer  step 6" in result.stdout
+    assert "sense  3 +" in result.stdout  # the look-up table
+    assert "before" in result.stdout and "after" in result.stdout  # the intervention table
+    for family in ("backpack", "transformer"):
+        assert (out / "export" / family / "model.safetensors").is_file()
+        assert (out / "results" / f"{family}.json").is_file()
+        assert (out / "runs" / family / "checkpoints" / "step_00000006" / "COMPLETE").is_file()
+    again = subprocess.run(args, cwd=REPO, env=env(), capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "reusing" in again.stdout and again.stdout.count("(finished 6 steps)") == 2
