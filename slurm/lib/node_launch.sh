@@ -9,6 +9,7 @@ echo "[$(date '+%F %T')] node $node of $nodes (${SLURMD_NODENAME:-$(hostname)}):
 
 if [[ $LAUNCHER == python || ($LAUNCHER == auto && $GPUS_PER_NODE == 1) ]]; then
     ((GPUS_PER_NODE == 1)) || { echo "error: LAUNCHER=python runs one process per node; set GPUS_PER_NODE=1" >&2; exit 2; }
+    mode=python
     export RANK=$node LOCAL_RANK=0 WORLD_SIZE=$nodes LOCAL_WORLD_SIZE=1
     "$PYTHON" -m backpack_dist.train "$@" &
     child=$!
@@ -17,6 +18,7 @@ else
     # torchrun dies of SIGUSR1 (no handler) and on SIGTERM kills its workers after a short grace
     # time: it starts with both ignored; the workers install their own handlers, and the
     # signals are sent to them directly.
+    mode=torchrun
     (
         trap '' USR1 TERM
         exec "$PYTHON" -m torch.distributed.run --nnodes="$nodes" --node_rank="$node" \
@@ -27,19 +29,35 @@ else
     workers() { pgrep -P "$child"; }
 fi
 
+# has_handler SIG PID: PID has installed a handler for SIG (the training does once it runs).
+has_handler() {
+    local mask
+    mask=$(awk '/^SigCgt:/ {print $2}' "/proc/$2/status" 2>/dev/null) && [[ -n $mask ]] || return 1
+    (((16#$mask >> ($(kill -l "$1") - 1)) & 1))
+}
+
+# Deliver the stop request once to each worker, when it can act on it. A worker that is still
+# starting up has no handler yet: under python the signal ends it (there is nothing to save yet);
+# under torchrun it ignores signals until then, so it is told once its handler is in.
 stop=
+declare -A told=()
 forward() {
     stop=$1
-    kill -"$1" $(workers) 2>/dev/null
+    local pid
+    for pid in $(workers); do
+        [[ -n ${told[$pid]:-} ]] && continue
+        if [[ $mode == python ]] || has_handler "$stop" "$pid"; then
+            kill -"$stop" "$pid" 2>/dev/null
+            told[$pid]=1
+        fi
+    done
 }
 trap 'forward USR1' USR1
 trap 'forward TERM' TERM
 
-# A worker still starting up has not installed its handler yet: repeat the request until it exits.
 while kill -0 "$child" 2>/dev/null; do
     sleep 1 &
     wait $!
     [[ -n $stop ]] && forward "$stop"
 done
 wait "$child"
-
