@@ -51,6 +51,10 @@ class TrainConfig:
     num_canonical_nodes: int = 8
     num_workers: int = 1
     max_bad_steps: int = 5  # stop after this many non-finite steps in a row
+    # Exact implementation choices (model/sense_sum.py, model/loss.py) and torch.compile.
+    sense_sum: str = "auto"
+    loss_impl: str = "auto"
+    compile: bool = False
     # Model overrides for tiny runs.
     d_model: int | None = None
     n_layer: int | None = None
@@ -108,6 +112,13 @@ def validate(cfg: TrainConfig, world_size: int) -> None:
         raise ConfigError(f"--precision {cfg.precision!r}: use auto, bf16 or fp32")
     if cfg.wandb not in ("online", "offline", "disabled"):
         raise ConfigError(f"--wandb {cfg.wandb!r}: use online, offline or disabled")
+    from ..model.loss import LOSS_IMPLEMENTATIONS
+    from ..model.sense_sum import SENSE_SUM_IMPLEMENTATIONS
+
+    if cfg.sense_sum not in SENSE_SUM_IMPLEMENTATIONS:
+        raise ConfigError(f"--sense_sum {cfg.sense_sum!r}: use one of {', '.join(SENSE_SUM_IMPLEMENTATIONS)}")
+    if cfg.loss_impl not in LOSS_IMPLEMENTATIONS:
+        raise ConfigError(f"--loss_impl {cfg.loss_impl!r}: use one of {', '.join(LOSS_IMPLEMENTATIONS)}")
     grad_accumulation_steps(cfg.global_batch, cfg.micro_batch, world_size)
 
 

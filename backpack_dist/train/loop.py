@@ -179,7 +179,10 @@ def train(cfg: TrainConfig) -> int:
 
     seed_everything(cfg.seed)  # identical initial weights on every rank
     model = model_from_config(model_cfg)
+    model.set_implementation(loss=cfg.loss_impl, **({"sense_sum": cfg.sense_sum} if model_cfg.is_backpack else {}))
     engine, optimizer, scheduler = build_engine(model, cfg, ds_base, world)
+    if cfg.compile:
+        engine.compile()  # DeepSpeed's wrapper keeps state_dict keys free of torch.compile's prefix
     seed_everything(cfg.seed + 1 + rank)  # distinct dropout masks per rank
 
     accum = grad_accumulation_steps(cfg.global_batch, cfg.micro_batch, world)
