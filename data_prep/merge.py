@@ -77,8 +77,9 @@ def merge(out_dir) -> dict:
     return info
 
 
-def read_dataset_info(out_dir) -> dict:
-    """OUT/dataset.json of a merged data-prep output; ValueError (PrepError) otherwise."""
+def read_dataset_info(out_dir, check_splits: bool = True) -> dict:
+    """OUT/dataset.json of a merged data-prep output; ValueError (PrepError) otherwise.
+    check_splits=False reads a lone copy of dataset.json (the splits are elsewhere, e.g. remote)."""
     out_dir = Path(out_dir)
     path = out_dir / "dataset.json"
     if not path.is_file():
@@ -95,7 +96,7 @@ def read_dataset_info(out_dir) -> dict:
     missing = [k for k in REQUIRED_KEYS if k not in info]
     if missing or info.get("format") != FORMAT:
         raise PrepError(f"{path} is not a data-prep dataset.json (missing {missing or 'format'}); rerun merge")
-    for split in SPLITS:
+    for split in SPLITS if check_splits else ():
         if not (out_dir / split / "index.json").is_file():
             raise PrepError(f"{out_dir / split / 'index.json'} is missing; rerun `python -m data_prep merge`")
     return info

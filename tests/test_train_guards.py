@@ -106,3 +106,15 @@ def test_export_and_run_changed_settings(data, tmp_path, zero):
 
     changed = run_training(1, tiny_run_args("transformer-micro", data, run, zero=zero, steps=6))
     assert changed.returncode == 2 and "was started with different settings" in changed.stderr
+
+
+@pytest.mark.slow
+def test_remote_data_is_streamed_into_a_local_cache(data, tmp_path):
+    """--remote: the data-prep output lives elsewhere (here a folder standing in for s3://...)
+    and --data_dir is only the local cache that streaming fills."""
+    cache, run = tmp_path / "cache", tmp_path / "run"
+    result = run_training(1, tiny_run_args("transformer-micro", cache, run, zero=1, steps=4,
+                                           extra=["--remote", str(data), "--save_every", "4"]))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sorted(train_lines(run)) == [1, 2, 3, 4]
+    assert any((cache / "train").rglob("*.mds*")), "shards were not cached locally"

@@ -93,16 +93,18 @@ def read_data_info(cfg: TrainConfig) -> dict:
 
     source = cfg.data_dir
     if cfg.remote is not None:
-        from streaming.base.storage import download_file
+        from streaming.base.storage import CloudDownloader
 
         source = os.path.join(cfg.data_dir, f".dataset-info-rank{os.environ.get('RANK', '0')}")
-        os.makedirs(source, exist_ok=True)
+        target = os.path.join(source, "dataset.json")
+        if os.path.exists(target):
+            os.remove(target)  # always the remote's current copy
         try:
-            download_file(f"{cfg.remote.rstrip('/')}/dataset.json", os.path.join(source, "dataset.json"), 60)
+            CloudDownloader.direct_download(f"{cfg.remote.rstrip('/')}/dataset.json", target, 60)
         except Exception as e:
             raise ConfigError(f"cannot fetch {cfg.remote}/dataset.json ({e}); check --remote and credentials") from None
     try:
-        return read_dataset_info(source)
+        return read_dataset_info(source, check_splits=cfg.remote is None)
     except ValueError as e:
         raise ConfigError(str(e)) from None
 
