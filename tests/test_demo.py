@@ -4,11 +4,11 @@ import subprocess
 import sys
 
 import pytest
+from train_helpers import REPO, env
 
 from backpack_dist.demo.corpus import ambiguous_words, generate
 from backpack_dist.demo.vocabulary import write_tiktoken_file
 from backpack_dist.tokenizer import load_tokenizer
-from train_helpers import REPO, env
 
 
 def test_corpus_is_deterministic_and_words_have_two_topics():
