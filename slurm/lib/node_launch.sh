@@ -1,7 +1,8 @@
 #!/bin/bash
 # One per node, started by srun from lib/train_job.sh: runs this node's GPUS_PER_NODE training
-# processes and passes SIGUSR1/SIGTERM on to them (each saves at its next step boundary and exits
-# 75). Exit status: training's (torchrun: 1 when any worker exits non-zero, 75 included).
+# processes and passes stop requests on to them as SIGUSR1 (each saves at its next step boundary
+# and exits 75). A request is SIGUSR1/SIGTERM to this script or the file STOP_FILE appearing.
+# Exit status: training's (torchrun: 1 when any worker exits non-zero, 75 included).
 set -u
 node=${SLURM_NODEID:?run by srun}
 nodes=${SLURM_NNODES:?run by srun}
@@ -58,6 +59,11 @@ trap 'forward TERM' TERM
 while kill -0 "$child" 2>/dev/null; do
     sleep 1 &
     wait $!
-    [[ -n $stop ]] && forward "$stop"
+    if [[ -n $stop ]]; then
+        forward "$stop"
+    elif [[ -n ${STOP_FILE:-} && -e $STOP_FILE ]]; then
+        echo "[$(date '+%F %T')] node $node: stop requested ($STOP_FILE)"
+        forward USR1
+    fi
 done
 wait "$child"

@@ -30,19 +30,25 @@ log "$MODEL on $SLURM_NNODES node(s) x $GPUS_PER_NODE process(es), start ${SLURM
 log "run dir $RUN_DIR, data $DATA_DIR, $DS_CONFIG"
 
 # USR1 is the early warning (--signal=B:USR1@...: time limit, or `scancel --signal=USR1 --batch`):
-# pass it on so that training saves and exits 75, then requeue. TERM comes from Slurm itself
-# (scancel, scontrol requeue, preemption): pass it on too, but leave the job's fate to Slurm.
+# ask training to save and exit 75, then requeue. The request travels as a file in the run dir
+# that each node's launcher watches and turns into a signal to its training processes only
+# (a signal through srun would reach every process of the step, helpers such as wandb's
+# included). TERM comes from Slurm itself (scancel, scontrol requeue, preemption) and reaches
+# every process anyway; the job's fate is then Slurm's.
+mkdir -p "$RUN_DIR" || die "cannot create RUN_DIR=$RUN_DIR"
+export STOP_FILE=$RUN_DIR/.stop-request-job$SLURM_JOB_ID
+rm -f "$STOP_FILE"  # left by this job's previous start (the job id stays the same when requeued)
 got_usr1=0
 got_term=0
-srun_pid=
-trap 'got_usr1=1; log "SIGUSR1: asking training to save and stop"; [[ -n $srun_pid ]] && kill -USR1 "$srun_pid"' USR1
-trap 'got_term=1; log "SIGTERM: asking training to save and stop"; [[ -n $srun_pid ]] && kill -TERM "$srun_pid"' TERM
+trap 'got_usr1=1; log "SIGUSR1: asking training to save and stop"; touch "$STOP_FILE"' USR1
+trap 'got_term=1; log "SIGTERM: asking training to save and stop"; touch "$STOP_FILE"' TERM
 
 srun --nodes="$SLURM_NNODES" --ntasks="$SLURM_NNODES" --ntasks-per-node=1 --cpus-per-task="$SLURM_CPUS_ON_NODE" \
     --kill-on-bad-exit=1 bash "$REPO/slurm/lib/node_launch.sh" "${train_args[@]}" &
 srun_pid=$!
 wait_for "$srun_pid"
 status=$?
+rm -f "$STOP_FILE"
 
 if ((status == 0)); then
     log "training finished"

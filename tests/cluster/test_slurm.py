@@ -146,6 +146,8 @@ def test_time_limit_signal_saves_requeues_and_resumes(cluster, jobs_dir, prepare
     log = Path(info["StdOut"]).read_text()
     assert info["Restarts"] == "1", cluster.describe(job_id)
     assert "SIGUSR1" in log and "requeueing" in log, log[-3000:]
+    # The request reached the training processes alone (helper processes die of SIGUSR1).
+    assert log.count("stop requested") == 2 and "process died unexpectedly" not in log, log[-3000:]
     saved = re.search(r"after saving step (\d+)", log)
     assert saved, log[-3000:]
     step = resumed_step(log)
