@@ -4,10 +4,9 @@ context). Reported: accuracy per sub-task and the mean over sub-tasks (the paper
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from .sources import hub_record, load_hub, local_record, take
+from .sources import hub_record, load_hub, local_record, read_jsonl_objects, take
 
 HUB_NAME = "nyu-mll/blimp"
 # The 67 sub-tasks (BLiMP's UIDs; the original release names its files UID.jsonl).
@@ -39,21 +38,15 @@ SUBTASKS = (
 def read_subtask(path) -> list[dict]:
     path = Path(path)
     pairs = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                row = None
-            fields = ("sentence_good", "sentence_bad")
-            if not isinstance(row, dict) or not all(isinstance(row.get(k), str) for k in fields):
-                raise ValueError(f"{path} line {n} is not BLiMP jsonl: each line must be a JSON object with string "
-                                 "'sentence_good' and 'sentence_bad' (the original BLiMP release format)")
-            if row.get("UID", path.stem) != path.stem:
-                raise ValueError(f"{path} line {n} has UID {row['UID']!r} but the file is named for {path.stem!r}")
-            pairs.append({"sentence_good": row["sentence_good"], "sentence_bad": row["sentence_bad"]})
+    fields = ("sentence_good", "sentence_bad")
+    rows = read_jsonl_objects(
+        path, lambda row: all(isinstance(row.get(k), str) for k in fields),
+        "is not BLiMP jsonl: each line must be a JSON object with string 'sentence_good' and 'sentence_bad' "
+        "(the original BLiMP release format)")
+    for n, row in rows:
+        if row.get("UID", path.stem) != path.stem:
+            raise ValueError(f"{path} line {n} has UID {row['UID']!r} but the file is named for {path.stem!r}")
+        pairs.append({"sentence_good": row["sentence_good"], "sentence_bad": row["sentence_bad"]})
     if not pairs:
         raise ValueError(f"{path} holds no BLiMP pairs")
     return pairs

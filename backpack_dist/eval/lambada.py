@@ -6,11 +6,10 @@ log-likelihood)."""
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
-from .sources import hub_record, load_hub, local_record, take
+from .sources import hub_record, load_hub, local_record, read_jsonl_objects, take
 
 HUB = ("EleutherAI/lambada_openai", "default", "test")
 
@@ -19,19 +18,11 @@ def read_jsonl_texts(path) -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"LAMBADA file {path} does not exist (pass the OpenAI lambada_test.jsonl)")
-    texts = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                row = None
-            if not isinstance(row, dict) or not isinstance(row.get("text"), str) or " " not in row["text"].strip():
-                raise ValueError(f"{path} line {n} is not LAMBADA jsonl: each line must be a JSON object whose "
-                                 "'text' is a passage of several words (OpenAI's lambada_test.jsonl format)")
-            texts.append(row["text"])
+    rows = read_jsonl_objects(
+        path, lambda row: isinstance(row.get("text"), str) and " " in row["text"].strip(),
+        "is not LAMBADA jsonl: each line must be a JSON object whose 'text' is a passage of several words "
+        "(OpenAI's lambada_test.jsonl format)")
+    texts = [row["text"] for _, row in rows]
     if not texts:
         raise ValueError(f"{path} holds no passages (expected OpenAI's lambada_test.jsonl)")
     return texts

@@ -55,3 +55,19 @@ def take(items, limit: int | None):
             raise ValueError(f"--limit must be a positive number of examples, got {limit}")
         items = items[:limit]
     return items
+
+
+def read_jsonl_objects(path, is_valid, format_error: str):
+    """(line number, object) for each non-blank line of a jsonl file; ValueError naming the line
+    and `format_error` (what the file should hold) when a line is not JSON or fails is_valid."""
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                row = None
+            if not isinstance(row, dict) or not is_valid(row):
+                raise ValueError(f"{path} line {n} {format_error}")
+            yield n, row
