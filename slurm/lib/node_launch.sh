@@ -30,25 +30,31 @@ else
     workers() { pgrep -P "$child"; }
 fi
 
-# has_handler SIG PID: PID has installed a handler for SIG (the training does once it runs).
+# has_handler SIG PID: PID has a handler for SIG installed (the training does once it runs, and
+# Python drops it again while exiting).
 has_handler() {
-    local mask
-    mask=$(awk '/^SigCgt:/ {print $2}' "/proc/$2/status" 2>/dev/null) && [[ -n $mask ]] || return 1
-    (((16#$mask >> ($(kill -l "$1") - 1)) & 1))
+    local key mask
+    while read -r key mask; do
+        [[ $key == SigCgt: ]] && (((16#$mask >> ($(kill -l "$1") - 1)) & 1)) && return 0
+    done <"/proc/$2/status" 2>/dev/null
+    return 1
 }
 
-# Deliver the stop request once to each worker, when it can act on it. A worker that is still
-# starting up has no handler yet: under python the signal ends it (there is nothing to save yet);
-# under torchrun it ignores signals until then, so it is told once its handler is in.
+# Deliver the stop request once to each worker, when it can act on it. A worker still starting
+# up has no handler yet: under python the signal ends it (there is nothing to save yet); under
+# torchrun it ignores signals until then, so it is told once its handler is in. A worker that
+# had a handler and lost it is exiting already.
 stop=
-declare -A told=()
+declare -A told=() armed=()
 forward() {
     stop=$1
     local pid
     for pid in $(workers); do
         [[ -n ${told[$pid]:-} ]] && continue
-        if [[ $mode == python ]] || has_handler "$stop" "$pid"; then
+        if has_handler "$stop" "$pid" || [[ $mode == python && -z ${armed[$pid]:-} ]]; then
             kill -"$stop" "$pid" 2>/dev/null
+            told[$pid]=1
+        elif [[ -n ${armed[$pid]:-} ]]; then
             told[$pid]=1
         fi
     done
@@ -59,6 +65,9 @@ trap 'forward TERM' TERM
 while kill -0 "$child" 2>/dev/null; do
     sleep 1 &
     wait $!
+    for pid in $(workers); do
+        has_handler USR1 "$pid" && armed[$pid]=1
+    done
     if [[ -n $stop ]]; then
         forward "$stop"
     elif [[ -n ${STOP_FILE:-} && -e $STOP_FILE ]]; then
