@@ -36,7 +36,7 @@ has_handler() {
     local key mask
     while read -r key mask; do
         [[ $key == SigCgt: ]] && (((16#$mask >> ($(kill -l "$1") - 1)) & 1)) && return 0
-    done <"/proc/$2/status" 2>/dev/null
+    done 2>/dev/null <"/proc/$2/status"
     return 1
 }
 

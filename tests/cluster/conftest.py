@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 PACKAGES = ["slurmctld", "slurmd", "slurm-client", "munge"]
-PROGRAMS = ["munged", "mungekey", "slurmctld", "slurmd", "sbatch", "scontrol", "squeue", "scancel"]
+PROGRAMS = ["munged", "mungekey", "slurmctld", "slurmd", "sbatch", "scontrol", "squeue", "scancel", "sinfo", "unshare"]
 NODES = ("n1", "n2")
 HOSTS_LINE = "127.0.0.1 n1 n2  # backpack-dist test cluster\n"
 SBIN = "/usr/sbin:/sbin"
