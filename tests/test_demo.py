@@ -45,7 +45,7 @@ def test_demo_pipeline_small(tmp_path):
         assert f"==> [{stage}/7]" in result.stdout
     assert "demo finished" in result.stdout
     assert "backpack     step 6: train loss" in result.stdout and "transformer  step 6" in result.stdout
-    assert "sense  3 +" in result.stdout  # the look-up table
+    assert "sense  3 +" in result.stdout and "token ' bat'" in result.stdout  # the look-up table
     assert "before" in result.stdout and "after" in result.stdout  # the intervention table
     for family in ("backpack", "transformer"):
         assert (out / "export" / family / "model.safetensors").is_file()

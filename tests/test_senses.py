@@ -112,6 +112,18 @@ def test_lookup_scores_are_the_vocabulary_projection_of_each_sense(loaded):
             assert item["score"] == pytest.approx(float(row[item["id"]]), abs=1e-4)
 
 
+def test_relative_lookup_ranks_by_difference_from_the_mean_sense(loaded):
+    model, tokenizer = loaded
+    (entry,) = lookup_word(model, tokenizer, "science", top=5, relative=True)
+    with torch.no_grad():
+        C = model.sense_vectors(torch.tensor([[entry["id"]]]))[0, 0]
+        scores = C @ model.output_embedding().T
+        relative = scores - scores.mean(0)
+    for s in entry["senses"]:
+        assert [i["id"] for i in s["top"]] == relative[s["sense"]].topk(5).indices.tolist()
+        assert s["top"][0]["score"] == pytest.approx(float(relative[s["sense"]].max()), abs=1e-4)
+
+
 def test_knowledge_edit_moves_the_old_direction_onto_the_new_one_and_is_undone(loaded):
     model, tokenizer = loaded
     ids = tokenizer.encode("The MacBook is made by Apple")

@@ -65,24 +65,21 @@ def last_metrics(run_dir: Path) -> dict:
             "step": train[-1]["step"] if train else None}
 
 
-def river_sense(export_dir: Path, word: str = "bank") -> tuple[int, list[str]]:
-    """The sense of `word` whose vocabulary projection favours river words over money words most:
-    the one to zero in the intervention."""
-    import torch
+def topic_sense(export_dir: Path, word: str, topic: str) -> tuple[int, list[str]]:
+    """The sense of `word` whose vocabulary projection, relative to the word's mean sense, favours
+    `topic`'s nouns most: the one the intervention zeroes."""
 
     from ..pretrained import load_pretrained
+    from ..senses.lookup import sense_scores
     from .corpus import TOPICS
 
     model, enc, _ = load_pretrained(export_dir)
     ids = lambda words: [enc.encode_ordinary(" " + w)[0] for w in words]  # noqa: E731
-    with torch.no_grad():
-        senses = model.sense_network(model.wte(torch.tensor(enc.encode_ordinary(" " + word))))[0]  # (k, d)
-        scores = senses @ model.output_embedding().T  # (k, vocab)
-    river, money = ids(TOPICS["river"]["n"]), ids(TOPICS["finance"]["n"])
-    preference = scores[:, river].mean(1) - scores[:, money].mean(1)
+    scores = sense_scores(model, enc.encode_ordinary(" " + word)[0])
+    scores = scores - scores.mean(0, keepdim=True)
+    preference = scores[:, ids(TOPICS[topic]["n"])].mean(1)
     best = int(preference.argmax())
-    top = [enc.decode([int(i)]) for i in scores[best].topk(6).indices]
-    return best, top
+    return best, [enc.decode([int(i)]) for i in scores[best].topk(6).indices]
 
 
 def main(out: str = "demo_out", docs: int = 6000, steps: int = 300, d_model: int = 128, n_layer: int = 4,
@@ -145,14 +142,15 @@ def main(out: str = "demo_out", docs: int = 6000, steps: int = 300, d_model: int
              "--owt_val_dir", data, "--out", results[family]])
     run([PY, "-m", "backpack_dist.eval", "table", *results.values()])
 
-    stage(6, total, "sense look-up: what each sense of ' bank' puts probability on")
+    stage(6, total, "sense look-up: what sets each sense of ' bat' apart (baseball bats, cave bats)")
     backpack = exports["backpack"]
-    run([PY, "-m", "backpack_dist.senses", "lookup", "--checkpoint", backpack, "--word", " bank", "--top", 6])
+    run([PY, "-m", "backpack_dist.senses", "lookup", "--checkpoint", backpack, "--word", " bat", "--top", 6,
+         "--relative"])
 
-    sense, top = river_sense(backpack)
-    stage(7, total, f"intervention: zero sense {sense} of ' bank' (its most river-like sense: {' '.join(top)})")
-    run([PY, "-m", "backpack_dist.senses", "predict", "--checkpoint", backpack, "--text",
-         "the fisherman walked along the bank of the", "--scale", f"bank:{sense}=0", "--top", 6])
+    sense, top = topic_sense(backpack, "bat", "baseball")
+    stage(7, total, f"intervention: zero sense {sense} of ' bat' (its most baseball-like sense: {' '.join(top)})")
+    run([PY, "-m", "backpack_dist.senses", "predict", "--checkpoint", backpack, "--text", "the bat",
+         "--scale", f"bat:{sense}=0", "--top", 8])
 
     summary(out, runs, exports, results, started)
 
@@ -172,7 +170,7 @@ def summary(out: Path, runs: dict, exports: dict, results: dict, started: float)
     print(f"eval results:         {out / 'results'}")
     print("\nnext:")
     print(f"  python -m backpack_dist.serve --checkpoint {exports['backpack']} --port 8000   # the sense page")
-    print(f"  python -m backpack_dist.senses lookup --checkpoint {exports['backpack']} --word bat")
+    print(f"  python -m backpack_dist.senses lookup --checkpoint {exports['backpack']} --word bank --relative")
     print("  make demo                      # again: reuses the corpus, data and finished runs")
     print("  python -m data_prep openwebtext --out_dir OWT && sbatch slurm/train_small.sh   # the real thing")
     print("  (see README.md: Cluster)")

@@ -61,10 +61,11 @@ def _print_json(data) -> None:
 
 
 @_cli
-def lookup(word, checkpoint=None, top: int = 10, json: bool = False, device=None):
-    """Top and bottom vocabulary items of E^T C(x)_l for each sense l of a word ("science" is read as " science")."""
+def lookup(word, checkpoint=None, top: int = 10, relative: bool = False, json: bool = False, device=None):
+    """Top and bottom vocabulary items of E^T C(x)_l for each sense l of a word ("science" is read as " science");
+    --relative ranks by the difference from the word's mean sense (what sets each sense apart)."""
     model, tokenizer = _load(checkpoint, device)
-    result = lookup_word(model, tokenizer, str(word), int(top))
+    result = lookup_word(model, tokenizer, str(word), int(top), bool(relative))
     if json:
         return _print_json(result)
     for entry in result:

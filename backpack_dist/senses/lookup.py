@@ -21,17 +21,22 @@ def _ranked(tokenizer, scores: torch.Tensor, top: int, largest: bool) -> list[di
             for v, i in zip(values, ids, strict=True)]
 
 
-def lookup_token(model, tokenizer, token_id: int, top: int = 10) -> list[dict]:
-    """For each sense: its index, the `top` highest- and lowest-scoring vocabulary items."""
+def lookup_token(model, tokenizer, token_id: int, top: int = 10, relative: bool = False) -> list[dict]:
+    """For each sense: its index, the `top` highest- and lowest-scoring vocabulary items.
+    relative=True ranks by E^T C(x)_l minus the mean over the word's senses: what sets each sense
+    apart, when all senses share a large common part (frequent words on top of every sense)."""
     scores = sense_scores(model, token_id)
+    if relative:
+        scores = scores - scores.mean(dim=0, keepdim=True)
     top = max(1, min(top, scores.shape[-1]))
     return [{"sense": l, "top": _ranked(tokenizer, s, top, True), "bottom": _ranked(tokenizer, s, top, False)}
             for l, s in enumerate(scores)]
 
 
-def lookup_word(model, tokenizer, word: str, top: int = 10) -> list[dict]:
+def lookup_word(model, tokenizer, word: str, top: int = 10, relative: bool = False) -> list[dict]:
     """Look-up of every token of a word ("nurse" is read as " nurse"): one entry per token with
     its text and per-sense tables."""
     require_backpack(model)
-    return [{"token": token_text(tokenizer, t), "id": t, "senses": lookup_token(model, tokenizer, t, top)}
+    return [{"token": token_text(tokenizer, t), "id": t,
+             "senses": lookup_token(model, tokenizer, t, top, relative)}
             for t in word_tokens(tokenizer, word)]
