@@ -150,6 +150,35 @@ def validation_batches(cfg: TrainConfig, data_info: dict, seq_len: int):
     return batches
 
 
+def plan_resume(ds_base: dict, run_dir: Path, resume_step: int | None, rank: int, world: int):
+    """(DeepSpeed config, checkpoint tag to load). On a different number of processes than the
+    checkpoint was saved with, rank 0 converts it to DeepSpeed's universal format first."""
+    if resume_step is None or checkpoint.saved_world_size(run_dir, resume_step) == world:
+        return ds_base, None
+    if rank == 0:
+        print(f"converting step {resume_step} to a universal checkpoint to resume on {world} processes", flush=True)
+        checkpoint.convert_to_universal(run_dir, resume_step)
+    torch.distributed.barrier()
+    ds_base = {**ds_base, "checkpoint": {**ds_base.get("checkpoint", {}), "load_universal": True}}
+    return ds_base, checkpoint.universal_tag(resume_step)
+
+
+def train_step(engine, stream, accum: int, device, model_cfg, world: int):
+    """One optimizer step over `accum` micro batches: (summed loss on this rank, model FLOPs of
+    all ranks, counting the sense network once per distinct token as it runs)."""
+    loss_sum, flops = torch.zeros((), device=device), 0.0
+    for _ in range(accum):
+        x, y = next(stream)
+        unique_fraction = x.unique().numel() / x.numel()
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        loss = engine(x, targets=y)
+        engine.backward(loss)
+        engine.step()  # DeepSpeed steps the optimizer only at the accumulation boundary
+        loss_sum += loss.detach().float()
+        flops += training_flops_per_token(model_cfg, unique_fraction) * x.numel() * world
+    return loss_sum, flops
+
+
 def train(cfg: TrainConfig) -> int:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     validate(cfg, world)
@@ -167,22 +196,13 @@ def train(cfg: TrainConfig) -> int:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_run_config(cfg)
 
-    ds_base = load_ds_config(cfg.ds_config)
     resume_step = checkpoint.latest_complete_step(checkpoint.checkpoints_dir(run_dir))
-    resume_tag = None
-    if resume_step is not None and checkpoint.saved_world_size(run_dir, resume_step) != world:
-        # A different number of processes: go through DeepSpeed's universal checkpoint format.
-        if rank == 0:
-            print(f"converting step {resume_step} to a universal checkpoint to resume on {world} processes", flush=True)
-            checkpoint.convert_to_universal(run_dir, resume_step)
-        torch.distributed.barrier()
-        resume_tag = checkpoint.universal_tag(resume_step)
-        ds_base = {**ds_base, "checkpoint": {**ds_base.get("checkpoint", {}), "load_universal": True}}
+    ds_base, resume_tag = plan_resume(load_ds_config(cfg.ds_config), run_dir, resume_step, rank, world)
 
     seed_everything(cfg.seed)  # identical initial weights on every rank
     model = model_from_config(model_cfg)
     model.set_implementation(loss=cfg.loss_impl, **({"sense_sum": cfg.sense_sum} if model_cfg.is_backpack else {}))
-    engine, optimizer, scheduler = build_engine(model, cfg, ds_base, world)
+    engine, optimizer, _ = build_engine(model, cfg, ds_base, world)
     if cfg.compile:
         engine.compile()  # DeepSpeed's wrapper keeps state_dict keys free of torch.compile's prefix
     seed_everything(cfg.seed + 1 + rank)  # distinct dropout masks per rank
@@ -222,17 +242,9 @@ def train(cfg: TrainConfig) -> int:
     window_start, window_tokens, window_flops = time.perf_counter(), 0, 0.0
     exit_code = 0
     while step < cfg.max_steps:
-        loss_sum = torch.zeros((), device=device)
         lr = optimizer.param_groups[0]["lr"]
-        for _ in range(accum):
-            x, y = next(stream)
-            unique_fraction = x.unique().numel() / x.numel()
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            loss = engine(x, targets=y)
-            engine.backward(loss)
-            engine.step()
-            loss_sum += loss.detach().float()
-            window_flops += training_flops_per_token(model_cfg, unique_fraction) * x.numel() * world
+        loss_sum, step_flops = train_step(engine, stream, accum, device, model_cfg, world)
+        window_flops += step_flops
         step += 1
         step_tokens = cfg.global_batch * seq_len
         tokens_seen += step_tokens
