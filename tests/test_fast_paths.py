@@ -9,7 +9,7 @@ import sys
 
 import pytest
 import torch
-from conftest import REPO, tiny_overrides
+from common import REPO, tiny_overrides
 
 from backpack_dist.model import build_model
 from backpack_dist.model.loss import chunked_cross_entropy, full_cross_entropy

@@ -14,7 +14,7 @@ import sys
 
 import pytest
 import torch
-from conftest import REPO
+from common import REPO
 from train_helpers import run_training, tiny_run_args, train_lines
 
 from backpack_dist.model import build_model

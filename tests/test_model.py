@@ -2,7 +2,7 @@ import math
 
 import pytest
 import torch
-from conftest import tiny_overrides
+from common import tiny_overrides
 
 from backpack_dist.model import MODEL_NAMES, build_model, model_config
 from backpack_dist.model.backpack import causal_softmax_fp32

@@ -2,7 +2,7 @@ import json
 
 import pytest
 import torch
-from conftest import tiny_overrides
+from common import tiny_overrides
 
 from backpack_dist.model import build_model
 from backpack_dist.pretrained import load_pretrained, save_pretrained

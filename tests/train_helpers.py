@@ -8,7 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from common import REPO  # re-exported for the tests
+
 TINY = ["--d_model", "32", "--n_layer", "2", "--n_head", "2", "--n_senses", "4", "--seq_len", "64"]
 
 
