@@ -172,6 +172,8 @@ def summary(out: Path, runs: dict, exports: dict, results: dict, started: float)
     print(f"  python -m backpack_dist.serve --checkpoint {exports['backpack']} --port 8000   # the sense page")
     print(f"  python -m backpack_dist.senses lookup --checkpoint {exports['backpack']} --word bank --relative")
     print("  make demo                      # again: reuses the corpus, data and finished runs")
+    print(f"  python -m backpack_dist.train --run_dir {runs['backpack']} ...   # rerun a run's command (flags in "
+          "its config.json) and it resumes from its newest checkpoint")
     print("  python -m data_prep openwebtext --out_dir OWT && sbatch slurm/train_small.sh   # the real thing")
     print("  (see README.md: Cluster)")
 
