@@ -75,8 +75,7 @@ def topic_sense(export_dir: Path, word: str, topic: str) -> tuple[int, list[str]
 
     model, enc, _ = load_pretrained(export_dir)
     ids = lambda words: [enc.encode_ordinary(" " + w)[0] for w in words]  # noqa: E731
-    scores = sense_scores(model, enc.encode_ordinary(" " + word)[0])
-    scores = scores - scores.mean(0, keepdim=True)
+    scores = sense_scores(model, enc.encode_ordinary(" " + word)[0], relative=True)
     preference = scores[:, ids(TOPICS[topic]["n"])].mean(1)
     best = int(preference.argmax())
     return best, [enc.decode([int(i)]) for i in scores[best].topk(6).indices]

@@ -8,11 +8,14 @@ from .words import require_backpack, token_text, vocabulary_senses, word_tokens
 
 
 @torch.no_grad()
-def sense_scores(model, token_id: int) -> torch.Tensor:
-    """E^T C(x)_l for every sense l of one token: (k, vocab_size), fp32."""
+def sense_scores(model, token_id: int, relative: bool = False) -> torch.Tensor:
+    """E^T C(x)_l for every sense l of one token: (k, vocab_size), fp32. relative=True subtracts
+    the mean over the token's senses: what sets each sense apart, when all senses share a large
+    common part (frequent words on top of every sense)."""
     require_backpack(model)
     senses = vocabulary_senses(model, torch.tensor([token_id]))[0]  # (k, d)
-    return senses @ model.output_embedding().float().T
+    scores = senses @ model.output_embedding().float().T
+    return scores - scores.mean(dim=0, keepdim=True) if relative else scores
 
 
 def _ranked(tokenizer, scores: torch.Tensor, top: int, largest: bool) -> list[dict]:
@@ -22,12 +25,9 @@ def _ranked(tokenizer, scores: torch.Tensor, top: int, largest: bool) -> list[di
 
 
 def lookup_token(model, tokenizer, token_id: int, top: int = 10, relative: bool = False) -> list[dict]:
-    """For each sense: its index, the `top` highest- and lowest-scoring vocabulary items.
-    relative=True ranks by E^T C(x)_l minus the mean over the word's senses: what sets each sense
-    apart, when all senses share a large common part (frequent words on top of every sense)."""
-    scores = sense_scores(model, token_id)
-    if relative:
-        scores = scores - scores.mean(dim=0, keepdim=True)
+    """For each sense: its index, the `top` highest- and lowest-scoring vocabulary items
+    (relative: see sense_scores)."""
+    scores = sense_scores(model, token_id, relative)
     top = max(1, min(top, scores.shape[-1]))
     return [{"sense": l, "top": _ranked(tokenizer, s, top, True), "bottom": _ranked(tokenizer, s, top, False)}
             for l, s in enumerate(scores)]
