@@ -44,8 +44,10 @@ def load_tokenizer(spec: str = GPT2) -> tiktoken.Encoding:
     )
 
 
+@functools.lru_cache(maxsize=8)
 def tokenizer_fingerprint(spec: str = GPT2) -> str:
-    """A short hash of the tokenizer's vocabulary, recorded in manifests and checkpoints."""
+    """A short hash of the tokenizer's vocabulary, recorded in manifests and checkpoints (cached like
+    load_tokenizer: hashing 50k entries costs as much as tokenizing a megabyte)."""
     enc = load_tokenizer(spec)
     h = hashlib.sha256()
     for token, rank in sorted(enc._mergeable_ranks.items(), key=lambda kv: kv[1]):

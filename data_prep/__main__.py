@@ -25,7 +25,8 @@ class Commands:
 
     def text(self, input=None, out_dir=None, seq_len=512, tokenizer="gpt2", val_fraction=0.0005, seed=2357,
              num_shards=1, shard_index=0, workers=1, overwrite=False, text_field="text", one_doc_per_file=False,
-             part_mb=DEFAULTS["part_mb"], max_doc_chars=DEFAULTS["max_doc_chars"], progress=True):
+             part_mb=DEFAULTS["part_mb"], max_doc_chars=DEFAULTS["max_doc_chars"],
+             compression=DEFAULTS["compression"], progress=True):
         """Prepare local files: plain text (blank-line separated documents, or --one_doc_per_file),
         jsonl with a `text` field, parquet or arrow. --input takes files, folders, globs or a,b,c."""
         if out_dir is None:
@@ -33,7 +34,7 @@ class Commands:
         _print(run_job(input, out_dir, seq_len=seq_len, tokenizer=tokenizer, val_fraction=val_fraction, seed=seed,
                        num_shards=num_shards, shard_index=shard_index, workers=workers, overwrite=overwrite,
                        text_field=text_field, one_doc_per_file=one_doc_per_file, part_mb=part_mb,
-                       max_doc_chars=max_doc_chars, progress=progress))
+                       max_doc_chars=max_doc_chars, compression=compression, progress=progress))
 
     def openwebtext(self, out_dir=None, input=None, dataset=HF_DATASET, revision=None, **options):
         """Prepare OpenWebText: the HF dataset (downloaded into the HF cache once; --revision picks a

@@ -26,7 +26,6 @@ from .sources import Piece, piece_from_json, piece_to_json
 FORMAT = "backpack-dist data_prep v1"
 SPLITS = ("train", "val")
 COLUMNS = {"tokens": "ndarray:uint16"}
-COMPRESSION = "zstd"
 SHARD_SIZE_LIMIT = 1 << 26
 SKIP_KEYS = ("empty", "missing_text", "invalid_json")
 REPAIR_KEYS = ("invalid_utf8_repaired", "long_doc_sliced")
@@ -141,7 +140,8 @@ def build_part(out_dir: Path, settings: dict, index: int, report: Callable[[int,
     started = time.time()
 
     tokenize = DocumentTokenizer(settings["tokenizer"], settings["max_doc_chars"])
-    writers = {s: MDSWriter(out=str(tmp / s), columns=COLUMNS, compression=COMPRESSION,
+    compression = None if settings["compression"] == "none" else settings["compression"]
+    writers = {s: MDSWriter(out=str(tmp / s), columns=COLUMNS, compression=compression,
                             size_limit=SHARD_SIZE_LIMIT) for s in SPLITS}
     encode = TokenSampleEncoder(settings["seq_len"])
     packers = {s: SamplePacker(settings["seq_len"], lambda a, w=writers[s]: w.write({"tokens": encode(a)}))

@@ -297,3 +297,19 @@ def test_inspect_prints_counts_and_samples(shared_data, tmp_path):
     data_prep.merge(out)
     text = data_prep.inspect(out, samples=1)
     assert "train:" in text and "--- train sample 0 (65 tokens) ---\nFirst Citizen:" in text
+
+
+def test_compression_choice_keeps_the_tokens_and_bad_names_are_refused(shared_data, tmp_path):
+    src = [shared_data / "tinyshakespeare/input.txt"]
+    outs = {}
+    for codec in ("zstd:1", "none", "zstd:3"):
+        outs[codec] = tmp_path / codec.replace(":", "_")
+        data_prep.prepare_and_merge(src, outs[codec], seq_len=64, val_fraction=0.01, compression=codec)
+    shards = {codec: sorted(p.name for p in (out / "train").glob("part-*/shard.*")) for codec, out in outs.items()}
+    assert shards["none"] == ["shard.00000.mds"] and shards["zstd:1"] == ["shard.00000.mds.zstd"]
+    reference = [ids.tolist() for ids in data_prep.iter_document_tokens(outs["none"], "train")]
+    for codec in ("zstd:1", "zstd:3"):
+        assert [ids.tolist() for ids in data_prep.iter_document_tokens(outs[codec], "train")] == reference
+    with pytest.raises(ValueError, match="--compression 'zstd:99' is not one of streaming's codecs"):
+        data_prep.prepare_text(src, tmp_path / "bad", compression="zstd:99")
+    assert not (tmp_path / "bad").exists()
