@@ -21,6 +21,7 @@ import torch
 
 COMPLETE = "COMPLETE"
 LATEST = "latest"
+BUNDLED_TOKENIZER = "tokenizer.tiktoken"  # a custom (non-GPT-2) tokenizer file, copied into each checkpoint
 TAG_RE = re.compile(r"^step_(\d{8})$")
 
 
@@ -73,8 +74,10 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state(state["cuda"])
 
 
-def save(engine, run_dir, step: int, client_state: dict, keep: int) -> Path:
-    """Collective: every rank calls it. Returns the checkpoint folder."""
+def save(engine, run_dir, step: int, client_state: dict, keep: int, tokenizer_file: bytes | None = None) -> Path:
+    """Collective: every rank calls it. Returns the checkpoint folder. A custom tokenizer (the
+    bytes of its .tiktoken file) is written in too, so that the checkpoint still exports after
+    the data folder moved or was deleted."""
     rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
     ckpt_dir = checkpoints_dir(run_dir)
     tag = tag_for_step(step)
@@ -93,6 +96,8 @@ def save(engine, run_dir, step: int, client_state: dict, keep: int) -> Path:
         UNIVERSAL_CHECKPOINT_VERSION_KEY: UNIVERSAL_CHECKPOINT_VERSION_VALUE}}
     engine.save_checkpoint(str(ckpt_dir), tag=tag, client_state=client_state, save_latest=False)
     torch.save(rng_state(), folder / f"rng_rank{rank}.pt")
+    if rank == 0 and tokenizer_file is not None:
+        (folder / BUNDLED_TOKENIZER).write_bytes(tokenizer_file)
     torch.distributed.barrier()  # every rank has written everything
     if rank == 0:
         _write_atomically(folder / COMPLETE, json.dumps({"step": step, "world_size": world}) + "\n")
@@ -201,4 +206,5 @@ def export_in_memory(path, step: int | None = None):
     state_dict = consolidated_state_dict(ckpt_dir, tag)
     info = {"model_name": run_state["model_name"], "step": run_state["step"], "checkpoint": str(ckpt_dir / tag),
             "tokens_seen": run_state.get("tokens_seen")}
-    return state_dict, config, info, run_state["tokenizer"]
+    bundled = ckpt_dir / tag / BUNDLED_TOKENIZER
+    return state_dict, config, info, str(bundled) if bundled.is_file() else run_state["tokenizer"]

@@ -8,6 +8,7 @@ from train_helpers import REPO, env
 
 from backpack_dist.demo.corpus import ambiguous_words, generate
 from backpack_dist.demo.vocabulary import write_tiktoken_file
+from backpack_dist.pretrained import load_pretrained
 from backpack_dist.tokenizer import load_tokenizer
 
 
@@ -54,3 +55,11 @@ def test_demo_pipeline_small(tmp_path):
     again = subprocess.run(args, cwd=REPO, env=env(), capture_output=True, text=True, timeout=900)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "reusing" in again.stdout and again.stdout.count("(finished 6 steps)") == 2
+
+    # Each checkpoint carries the demo's own tokenizer: the run still loads with the data gone.
+    run = out / "runs" / "backpack"
+    assert (run / "checkpoints" / "step_00000006" / "tokenizer.tiktoken").is_file()
+    (out / "corpus" / "demo.tiktoken").unlink()
+    model, tokenizer, info = load_pretrained(run)
+    assert info["step"] == 6 and tokenizer.n_vocab < 50257 and tokenizer.n_vocab <= model.config.vocab_size
+    assert tokenizer.decode(tokenizer.encode_ordinary(" bat")) == " bat"

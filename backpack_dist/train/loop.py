@@ -19,6 +19,7 @@ from .. import checkpoint
 from ..data import TokenStream
 from ..model import model_config, model_from_config
 from ..model.flops import training_flops_per_token
+from ..tokenizer import GPT2
 from .config import (
     PREEMPTED_EXIT_CODE,
     ConfigError,
@@ -107,6 +108,21 @@ def read_data_info(cfg: TrainConfig) -> dict:
         return read_dataset_info(source, check_splits=cfg.remote is None)
     except ValueError as e:
         raise ConfigError(str(e)) from None
+
+
+def read_tokenizer_file(tokenizer: str, rank: int) -> bytes | None:
+    """The bytes of a custom .tiktoken file, read at start (the data folder may move while the run
+    goes on) so that every checkpoint carries a copy; None for GPT-2 or when it is not readable
+    here (training needs only the tokens; the export then names the file it is missing)."""
+    if tokenizer == GPT2:
+        return None
+    try:
+        return Path(tokenizer).read_bytes()
+    except OSError as e:
+        if rank == 0:
+            print(f"warning: cannot read the data's tokenizer file {tokenizer} ({e.strerror}); checkpoints will not "
+                  "include it", file=sys.stderr, flush=True)
+        return None
 
 
 @torch.no_grad()
@@ -222,6 +238,7 @@ def train(cfg: TrainConfig) -> int:
         if rank == 0:
             print(f"resumed from {checkpoint.checkpoints_dir(run_dir) / checkpoint.tag_for_step(step)}", flush=True)
     tokenizer = data_info["tokenizer"]
+    tokenizer_file = read_tokenizer_file(tokenizer, rank)
 
     def client_state() -> dict:
         return {"step": step, "tokens_seen": tokens_seen, "loader": stream.state_dict(), "run_config": cfg.to_dict(),
@@ -281,7 +298,7 @@ def train(cfg: TrainConfig) -> int:
             break
         stop_now = stop.agreed(device)
         if step % cfg.save_every == 0 or step == cfg.max_steps or stop_now:
-            checkpoint.save(engine, run_dir, step, client_state(), cfg.keep)
+            checkpoint.save(engine, run_dir, step, client_state(), cfg.keep, tokenizer_file=tokenizer_file)
             last_saved = step
         if stop_now:
             if rank == 0:
