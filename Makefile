@@ -5,7 +5,7 @@ SHARED ?= $(abspath ../shared)
 PYTHON := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: install test demo lint
+.PHONY: install test demo lint check-shared
 
 $(PYTHON):
 	python3 -m venv $(VENV)
@@ -15,10 +15,13 @@ install: $(PYTHON)
 	$(PYTHON) -m pip install -q -e '.[dev]'
 	$(PYTHON) -m backpack_dist.eval install_lm_eval > /dev/null
 
-test: install
+check-shared:
+	@test -x $(SHARED)/tools/tiktoken-cache || { echo "make: $(SHARED) has no tools/tiktoken-cache; clone next to shared/ or pass SHARED=/path/to/shared" >&2; exit 2; }
+
+test: check-shared install
 	eval "$$($(SHARED)/tools/tiktoken-cache)" && BACKPACK_SHARED=$(SHARED) $(PYTHON) -m pytest $(PYTEST_ARGS)
 
-demo: install
+demo: check-shared install
 	eval "$$($(SHARED)/tools/tiktoken-cache)" && BACKPACK_SHARED=$(SHARED) $(PYTHON) -m backpack_dist.demo
 
 lint: install
