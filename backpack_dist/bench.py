@@ -29,9 +29,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import fire
 import torch
 
+from . import cli
 from .model import MODEL_NAMES, build_model
 from .model.flops import training_flops_per_token
 from .model.loss import LOSS_IMPLEMENTATIONS
@@ -415,7 +415,7 @@ def bench(models: str = ",".join(MODEL_NAMES), micro_batch: int | None = None, s
 
 def main(argv=None) -> None:
     try:
-        fire.Fire(bench, command=argv, name="python -m backpack_dist.bench")
+        cli.run(bench, argv, name="python -m backpack_dist.bench")
     except BenchError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

@@ -9,11 +9,13 @@ A crash mid-save leaves a folder without COMPLETE, which resume ignores.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
 import re
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -203,7 +205,9 @@ def export_in_memory(path, step: int | None = None):
     ckpt_dir, tag = _resolve_checkpoint(Path(path), step)
     run_state = read_run_state(ckpt_dir, tag)
     config = ModelConfig.from_dict(run_state["model_config"])
-    state_dict = consolidated_state_dict(ckpt_dir, tag)
+    # DeepSpeed's consolidation prints progress on stdout, which would corrupt the tools' --json output.
+    with contextlib.redirect_stdout(sys.stderr):
+        state_dict = consolidated_state_dict(ckpt_dir, tag)
     info = {"model_name": run_state["model_name"], "step": run_state["step"], "checkpoint": str(ckpt_dir / tag),
             "tokens_seen": run_state.get("tokens_seen")}
     bundled = ckpt_dir / tag / BUNDLED_TOKENIZER

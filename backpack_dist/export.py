@@ -5,14 +5,14 @@ consolidation (lazily loaded, one tensor at a time)."""
 
 import sys
 
-import fire
-
+from . import cli
 from .checkpoint import export_in_memory
-from .pretrained import save_pretrained
+from .pretrained import check_export_target, save_pretrained
 
 
 def export(run: str, out: str, step: int | None = None) -> None:
     try:
+        check_export_target(out)  # before the slow consolidation
         state_dict, config, info, tokenizer = export_in_memory(run, step)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -23,4 +23,4 @@ def export(run: str, out: str, step: int | None = None) -> None:
 
 
 if __name__ == "__main__":
-    fire.Fire(export)
+    cli.run(export, name="python -m backpack_dist.export")

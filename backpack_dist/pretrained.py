@@ -22,12 +22,32 @@ CONFIG = "config.json"
 TOKENIZER_FILE = "tokenizer.tiktoken"
 
 
+def check_export_target(out_dir) -> Path:
+    """An export may only replace an earlier export: never a run, a data folder or a user's files."""
+    out_dir = Path(out_dir).absolute()
+    if out_dir.exists() or out_dir.is_symlink():
+        if not out_dir.is_dir():
+            raise ValueError(f"--out {out_dir} is a file; pass a new folder")
+        entries = {p.name for p in out_dir.iterdir()}
+        is_export = (out_dir / CONFIG).is_file() and entries <= {CONFIG, WEIGHTS, TOKENIZER_FILE}
+        if entries and not is_export:
+            shown = ", ".join(sorted(entries)[:3]) + (", ..." if len(entries) > 3 else "")
+            raise ValueError(f"--out {out_dir} exists and is not an earlier export (it holds {shown}); "
+                             "pass a new folder")
+    for parent in out_dir.parents:
+        if parent.exists() and not parent.is_dir():
+            raise ValueError(f"--out {out_dir}: {parent} is a file, not a folder")
+    return out_dir
+
+
 def save_pretrained(state_dict: dict, config: ModelConfig, out_dir, *, model_name: str, tokenizer: str = GPT2,
                     **metadata) -> Path:
-    """Write an export atomically: a crash leaves either the old folder or the new one, never half."""
-    out_dir = Path(out_dir)
+    """Write an export atomically: a crash leaves either the old folder or the new one, never half.
+    Only an empty folder or an earlier export is replaced (check_export_target)."""
+    out_dir = check_export_target(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; an export is for the whole team
     try:
         tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in state_dict.items()}
         save_file(tensors, tmp / WEIGHTS, metadata={"format": FORMAT})
@@ -45,6 +65,12 @@ def save_pretrained(state_dict: dict, config: ModelConfig, out_dir, *, model_nam
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out_dir
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def read_export_info(path) -> dict:

@@ -7,7 +7,7 @@ import os
 import signal
 import sys
 
-import fire
+from backpack_dist import cli
 
 from .errors import PrepError
 from .inspect import inspect as inspect_output
@@ -70,7 +70,7 @@ _MAIN_PID = os.getpid()
 def main() -> None:
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
     try:
-        fire.Fire(Commands, name="data_prep")
+        cli.run(Commands, name="data_prep", prefix="data_prep: error")
     except PrepError as e:
         print(f"data_prep: error: {e}", file=sys.stderr)
         sys.exit(2)

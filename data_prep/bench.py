@@ -175,6 +175,6 @@ def main(mb: float = 64, workers="1,2", reps: int = 3, source=None, part_mb: flo
 
 
 if __name__ == "__main__":
-    import fire
+    from backpack_dist import cli
 
-    fire.Fire(main, name="data_prep.bench", serialize=lambda _: None)
+    cli.run(main, name="data_prep.bench", serialize=lambda _: None)

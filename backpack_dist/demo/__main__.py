@@ -7,6 +7,7 @@ intervention. Every stage is the real command a user would run; rerunning reuses
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -14,8 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-import fire
-
+from .. import cli as checked_cli
 from .corpus import generate
 from .vocabulary import write_tiktoken_file
 
@@ -177,6 +177,7 @@ def summary(out: Path, runs: dict, exports: dict, results: dict, started: float)
     print("  (see README.md: Cluster)")
 
 
+@functools.wraps(main)  # the flags are main's parameters
 def cli(**kwargs):
     try:
         main(**kwargs)
@@ -186,4 +187,4 @@ def cli(**kwargs):
 
 
 if __name__ == "__main__":
-    fire.Fire(cli)
+    checked_cli.run(cli, name="python -m backpack_dist.demo")

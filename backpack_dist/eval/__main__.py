@@ -6,7 +6,7 @@ import functools
 import os
 import sys
 
-import fire
+from .. import cli
 
 
 def table(*paths):
@@ -37,7 +37,7 @@ def main(argv=None):
     commands = {"table": table, "install_lm_eval": install_lm_eval}
     try:
         if argv and argv[0] in commands:
-            fire.Fire(commands[argv[0]], command=argv[1:], name=f"backpack_dist.eval {argv[0]}")
+            cli.run(commands[argv[0]], argv[1:], name=f"backpack_dist.eval {argv[0]}")
         else:
             from .runner import evaluate
 
@@ -47,7 +47,7 @@ def main(argv=None):
                 if os.environ.get("RANK", "0") == "0":  # one summary for a torchrun-sharded run
                     print(summary(report))
 
-            fire.Fire(run, command=argv, name="backpack_dist.eval")
+            cli.run(run, argv, name="backpack_dist.eval")
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

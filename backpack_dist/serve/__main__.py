@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import sys
 
-import fire
 import torch
 
+from .. import cli
 from ..senses.words import SenseToolError
 
 
@@ -38,7 +38,7 @@ def serve(checkpoint=None, port: int = 8000, host: str = "127.0.0.1", device=Non
 
 
 def main(argv=None):
-    fire.Fire(serve, command=argv, name="python -m backpack_dist.serve")
+    cli.run(serve, argv, name="python -m backpack_dist.serve")
 
 
 if __name__ == "__main__":

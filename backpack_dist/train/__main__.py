@@ -7,8 +7,7 @@ command on a RUN with checkpoints resumes from the newest complete one.
 
 import sys
 
-import fire
-
+from .. import cli
 from .config import ConfigError, TrainConfig
 
 
@@ -30,7 +29,7 @@ def main(**flags):
 
 if __name__ == "__main__":
     try:
-        fire.Fire(main)
+        cli.run(main, name="python -m backpack_dist.train")
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

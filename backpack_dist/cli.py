@@ -1,0 +1,72 @@
+"""Command lines through fire, with the argument check done before the command runs.
+
+fire calls a command with the flags it understands and only afterwards complains about the rest,
+so a typo such as `--limt 5` or a second path after `--input` would first run the whole job with
+defaults. `run` asks fire's own parser which arguments it would leave over and refuses them with
+one line before anything runs.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import sys
+
+import fire
+from fire import decorators
+from fire.core import FireError, _MakeParseFn, _ParseKeywordArgs  # fire's own parser: the check agrees with it
+from fire.inspectutils import GetFullArgSpec
+
+HELP_FLAGS = {"-h", "--help", "--helpfull", "--"}
+
+
+def _command(component, argv: list[str]):
+    """(the function fire will call, the arguments it gets), or (None, []) when fire will only
+    show help or report a missing/unknown command itself."""
+    if inspect.isfunction(component):
+        return component, argv
+    if not argv or argv[0].startswith("-"):
+        return None, []
+    if isinstance(component, dict):
+        return component.get(argv[0]), argv[1:]
+    if inspect.isclass(component):  # fire calls the method of an instance (our classes take no arguments)
+        member = getattr(component(), argv[0], None)
+        return (member if inspect.ismethod(member) else None), argv[1:]
+    return None, []
+
+
+def leftover_problem(fn, args: list[str]) -> str | None:
+    """A one-line description of the first argument fire would not use as meant, or None."""
+    if any(a in HELP_FLAGS for a in args):
+        return None
+    spec = GetFullArgSpec(fn)
+    given, unknown, bare = _ParseKeywordArgs(args, spec)
+    if unknown:
+        flag = unknown[0].split("=", 1)[0]
+        known = [p for p in spec.args + spec.kwonlyargs if p != "self"]
+        close = difflib.get_close_matches(flag.lstrip("-").replace("-", "_"), known, n=1)
+        hint = f"did you mean --{close[0]}?" if close else "the flags are: " + ", ".join(f"--{k}" for k in known)
+        return f"unknown flag {flag}; {hint}"
+    try:
+        _MakeParseFn(fn, decorators.GetMetadata(fn))(args)
+    except FireError as e:  # a required argument is missing
+        return f"missing {e.args[-1]}: give it as --{e.args[-1]} VALUE" if len(e.args) > 1 else str(e.args[0])
+    # fire would hand bare words to parameters that have defaults (`--tasks a b` makes b the
+    # output file): only parameters without a default take values without their flag.
+    required = spec.args[: len(spec.args) - len(spec.defaults)]
+    open_slots = len([a for a in required if a not in given and a != "self"])
+    if spec.varargs or len(bare) <= open_slots:
+        return None
+    return (f"unexpected argument {bare[open_slots]!r}: pass every value after its --flag, and lists as a,b,c "
+            "(no spaces)")
+
+
+def run(component, argv: list[str] | None = None, name: str | None = None, prefix: str = "error", **fire_options):
+    """fire.Fire(component) after checking the arguments; a bad one exits 2 with one line."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    fn, args = _command(component, argv)
+    problem = leftover_problem(fn, args) if fn is not None else None
+    if problem:
+        print(f"{prefix}: {problem}", file=sys.stderr)
+        sys.exit(2)
+    return fire.Fire(component, command=argv, name=name, **fire_options)
