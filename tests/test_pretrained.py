@@ -1,4 +1,5 @@
 import json
+import os
 
 import pytest
 import torch
@@ -28,3 +29,23 @@ def test_mismatched_or_missing_checkpoint_is_clear(tmp_path):
         load_pretrained(out)
     with pytest.raises(ValueError, match="does not exist"):
         load_pretrained(tmp_path / "nope")
+
+
+def test_export_replaces_only_an_earlier_export(tmp_path):
+    model = build_model("transformer-micro", **tiny_overrides())
+    user_folder = tmp_path / "notes"
+    user_folder.mkdir()
+    (user_folder / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="is not an earlier export .*notes.txt"):
+        save_pretrained(model.state_dict(), model.config, user_folder, model_name="transformer-micro")
+    assert (user_folder / "notes.txt").read_text() == "mine"
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match="is a file"):
+        save_pretrained(model.state_dict(), model.config, tmp_path / "file", model_name="transformer-micro")
+
+    out = save_pretrained(model.state_dict(), model.config, tmp_path / "export", model_name="transformer-micro", step=1)
+    out = save_pretrained(model.state_dict(), model.config, out, model_name="transformer-micro", step=2)
+    assert load_pretrained(out)[2]["step"] == 2
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o777 & ~umask  # readable by the team, not mkdtemp's 0700
