@@ -1,6 +1,8 @@
 """Sense tools on a tiny random Backpack with GPT-2's vocabulary: exact interventions, look-up,
 knowledge edit, topic control, bias ratio, and the CLI's output and errors."""
 
+import json
+import math
 import subprocess
 import sys
 
@@ -178,11 +180,30 @@ def test_bias_ratio_matches_direct_computation(loaded):
     scales[0, ids.index(tokenizer.encode(" nurse")[0]), 2] = 0
     he, she = tokenizer.encode(" he")[0], tokenizer.encode(" she")[0]
     with torch.no_grad():
-        p = model(torch.tensor([ids]))[0, -1].softmax(-1)
-        q = model(torch.tensor([ids]), sense_scales=scales)[0, -1].softmax(-1)
-    assert report["before"] == pytest.approx(bias_ratio(float(p[he]), float(p[she])), rel=1e-5)
-    assert report["after"] == pytest.approx(bias_ratio(float(q[he]), float(q[she])), rel=1e-5)
+        p = model(torch.tensor([ids]))[0, -1].double().softmax(-1)
+        q = model(torch.tensor([ids]), sense_scales=scales)[0, -1].double().softmax(-1)
+    assert report["before"] == pytest.approx(float(max(p[he] / p[she], p[she] / p[he])), rel=1e-5)
+    assert report["after"] == pytest.approx(float(max(q[he] / q[she], q[she] / q[he])), rel=1e-5)
     assert report["after"] != pytest.approx(report["before"], rel=1e-6)
+
+
+def test_bias_ratio_survives_probabilities_that_underflow(loaded):
+    """Sense 1 of ' nurse' x100 pushes p(she) below fp32's smallest number: the ratio comes
+    from log-probabilities, and a ratio beyond a float is a named error."""
+    model, tokenizer = loaded
+    template = "When the {} came into the room,"
+    ids = tokenizer.encode(template.format("nurse"))
+    scales = sense_scales_for(model, tokenizer, ids, [SenseScale("nurse", 1, 100.0)])
+    he, she = tokenizer.encode(" he")[0], tokenizer.encode(" she")[0]
+    with torch.no_grad():
+        logits = model(torch.tensor([ids]), sense_scales=scales)[0, -1]
+    assert float(logits.softmax(-1)[she]) == 0.0  # the old p(he)/p(she) divided by zero here
+    logp = logits.double().log_softmax(-1)
+    report = bias_report(model, tokenizer, ["nurse"], templates=(template,), sense=1, factor=100.0)
+    assert report["after"] == pytest.approx(math.exp(abs(float(logp[he] - logp[she]))), rel=1e-9)
+    assert bias_ratio(-1000.0, -1003.0) == pytest.approx(math.exp(3))
+    with pytest.raises(SenseToolError, match=r"exceeds 1e\+300 with sense 1 x1e\+30; use a factor closer to 1"):
+        bias_report(model, tokenizer, ["nurse"], templates=(template,), sense=1, factor=1e30)
 
 
 def run_cli(capsys, *argv):
@@ -211,6 +232,17 @@ def test_cli_tables(backpack_dir, capsys):
     (["predict", "--text", " "], "the text is empty"),
     (["predict", "--text", "word " * 80], "this model reads at most 64"),
     (["bias", "--sense", 7], "sense 7 is out of range"),
+    (["lookup", "--word", "nurse", "--top", 0], "--top must be a whole number >= 1, got 0"),
+    (["lookup", "--word", "nurse", "--top", -5], "--top must be a whole number >= 1, got -5"),
+    (["lookup", "--word", "nurse", "--top", "abc"], "--top must be a whole number >= 1, got 'abc'"),
+    (["lookup", "--word", "nurse", "--device", "foo"], "unknown --device 'foo': use cpu, cuda or cuda:N"),
+    (["lookup", "--word", "nurse", "--device", "cuda:99"], "--device cuda:99"),
+    (["generate", "--prompt", "The", "--top_k", -3], "--top_k must be a whole number >= 0, got -3"),
+    (["bias", "--factor", "abc"], "--factor must be a finite number, got 'abc'"),
+    (["bias", "--sense", 1, "--factor", 1e30, "--professions", "nurse"], "exceeds 1e+300 with sense 1 x1e+30"),
+    (["predict", "--text", NURSE, "--scale", "nurse:*=1e38"],
+     "not finite (overflow or NaN) with --scale nurse:*=1e+38; use a smaller factor"),
+    (["predict", "--text", NURSE, "--scale", "nurse:*=1e38", "--json"], "with --scale nurse:*=1e+38"),
 ])
 def test_cli_errors_are_one_line_with_exit_2(backpack_dir, capsys, argv, message):
     with pytest.raises(SystemExit) as exit_info:
@@ -218,6 +250,49 @@ def test_cli_errors_are_one_line_with_exit_2(backpack_dir, capsys, argv, message
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
+    assert "NaN" not in capsys.readouterr().out
+
+
+def test_text_flags_stay_text_in_a_real_command_line(backpack_dir):
+    """fire reads 3.10 as the number 3.1 and 1,000 as the tuple (1, 0) unless told otherwise."""
+    result = subprocess.run([sys.executable, "-m", "backpack_dist.senses", "lookup", "--checkpoint", str(backpack_dir),
+                             "--word", "3.10", "--top", "1", "--json"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert [entry["token"] for entry in json.loads(result.stdout)] == [" 3", ".", "10"]
+
+
+@pytest.mark.parametrize("argv, key, expected", [
+    (["lookup", "--word", "1,000"], None, [" 1", ",", "000"]),
+    (["predict", "--text", "1,000"], "tokens", ["1", ",", "000"]),
+    (["generate", "--prompt", "3.10", "--max_new_tokens", 1], "prompt", "3.10"),
+    (["edit", "--target", "3.10", "--prompt", "3.10", "--old", "1", "--new", "2", "--max_new_tokens", 1], "prompt",
+     "3.10"),
+])
+def test_text_flags_are_not_python_literals(backpack_dir, capsys, argv, key, expected):
+    data = json.loads(run_cli(capsys, *argv, "--checkpoint", backpack_dir, "--json"))
+    got = [entry["token"] for entry in data] if key is None else data[key]
+    assert got == expected
+
+
+def test_edit_target_is_taken_as_typed(backpack_dir, capsys):
+    data = json.loads(run_cli(capsys, "edit", "--checkpoint", backpack_dir, "--target", "1,000", "--prompt",
+                              "It costs 1,000", "--max_new_tokens", 1, "--json"))
+    assert data["edit"]["target"] == [" 1", ",", "000"]
+
+
+@pytest.mark.parametrize("argv, warning", [
+    (["generate", "--prompt", "The game", "--topic", "science,xqzvbn", "--max_new_tokens", 1],
+     "warning: topic words of several tokens steer towards all their pieces: "
+     "'xqzvbn' is ' x' + 'q' + 'z' + 'v' + 'bn'"),
+    (["edit", "--target", "Zorblax", "--prompt", "The Zorblax is made by", "--max_new_tokens", 1],
+     "warning: the target 'Zorblax' is 4 tokens (' Z' + 'or' + 'bl' + 'ax'); each of them is edited wherever"),
+    (["edit", "--prompt", "The laptop is made by", "--max_new_tokens", 1],
+     "warning: the prompt 'The laptop is made by' does not contain the target 'MacBook'"),
+])
+def test_surprising_word_splits_are_warned_about(backpack_dir, capsys, argv, warning):
+    main([*map(str, argv), "--checkpoint", str(backpack_dir)])
+    err = capsys.readouterr().err
+    assert err.startswith(warning) and err.count("\n") == 1
 
 
 def test_transformer_checkpoint_is_refused_clearly(transformer_dir):

@@ -17,15 +17,16 @@ import json
 import sys
 
 import fire
-import torch
+from fire.decorators import SetParseFn
 
+from ..eval.options import float_option, int_option, resolve_device
 from . import bias as bias_lib
 from .edit import knowledge_edit
-from .generate import sample, topic_control, topic_fraction
+from .generate import sample, split_topic_words, topic_control, topic_fraction
 from .intervention import next_token_probs, parse_scales
 from .intervention import predict as predict_lib
 from .lookup import lookup_word
-from .words import SenseToolError, encode_text, require_backpack
+from .words import SenseToolError, encode_text, require_backpack, token_text, word_tokens
 
 
 def _load(checkpoint, device):
@@ -33,23 +34,36 @@ def _load(checkpoint, device):
 
     if checkpoint is None:
         raise SenseToolError("no checkpoint given: pass --checkpoint PATH (an exported model or a run directory)")
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model, tokenizer, _info = load_pretrained(str(checkpoint), device)
+    model, tokenizer, _info = load_pretrained(str(checkpoint), resolve_device(device))
     return model, tokenizer
 
 
-def _cli(fn):
-    """Turn bad input into one line on stderr and exit status 2, instead of a traceback."""
+def _cli(*text_flags):
+    """Turn bad input into one line on stderr and exit status 2, instead of a traceback; the
+    named flags reach the command as typed (fire would read --word 3.10 as the number 3.1 and
+    --word 1,000 as the tuple (1, 0))."""
 
-    @functools.wraps(fn)
-    def run(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except (SenseToolError, ValueError) as e:
-            print(f"error: {e}", file=sys.stderr)
-            sys.exit(2)
+    def decorate(fn):
+        @functools.wraps(fn)
+        def run(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except (SenseToolError, ValueError) as e:
+                print(f"error: {e}", file=sys.stderr)
+                sys.exit(2)
 
-    return run
+        # Outermost, on the function fire calls: fire reads its parse functions from there.
+        return SetParseFn(str, "checkpoint", "device", *text_flags)(run)
+
+    return decorate
+
+
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def _pieces(tokenizer, ids) -> str:
+    return " + ".join(repr(token_text(tokenizer, t)) for t in ids)
 
 
 def _show(token: str) -> str:
@@ -57,15 +71,16 @@ def _show(token: str) -> str:
 
 
 def _print_json(data) -> None:
-    print(json.dumps(data, indent=2, ensure_ascii=False))
+    print(json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False))  # NaN is not JSON
 
 
-@_cli
+@_cli("word")
 def lookup(word, checkpoint=None, top: int = 10, relative: bool = False, json: bool = False, device=None):
     """Top and bottom vocabulary items of E^T C(x)_l for each sense l of a word ("science" is read as " science");
     --relative ranks by the difference from the word's mean sense (what sets each sense apart)."""
+    top = int_option(top, "--top", low=1)
     model, tokenizer = _load(checkpoint, device)
-    result = lookup_word(model, tokenizer, str(word), int(top), bool(relative))
+    result = lookup_word(model, tokenizer, str(word), top, bool(relative))
     if json:
         return _print_json(result)
     for entry in result:
@@ -87,12 +102,13 @@ def _prediction_table(before, after=None) -> str:
     return "\n".join(lines)
 
 
-@_cli
+@_cli("text", "scale")
 def predict(text, checkpoint=None, top: int = 10, scale=None, json: bool = False, device=None):
     """Next-word probabilities; --scale "WORD:SENSE=FACTOR[,...]" (e.g. nurse:10=0) shows before and after."""
+    top = int_option(top, "--top", low=1)
     scales = parse_scales(scale)
     model, tokenizer = _load(checkpoint, device)
-    result = predict_lib(model, tokenizer, str(text), scales, int(top))
+    result = predict_lib(model, tokenizer, str(text), scales, top)
     if json:
         return _print_json(result)
     print("tokens: " + " ".join(_show(t) for t in result["tokens"]))
@@ -101,26 +117,39 @@ def predict(text, checkpoint=None, top: int = 10, scale=None, json: bool = False
     print(_prediction_table(result["before"], result.get("after")))
 
 
-@_cli
+def _sampling(max_new_tokens, temperature, top_k, seed) -> tuple[int, float, int, int]:
+    return (int_option(max_new_tokens, "--max_new_tokens", low=1), float_option(temperature, "--temperature", low=0),
+            int_option(top_k, "--top_k", low=0), int_option(seed, "--seed"))
+
+
+@_cli("target", "old", "new", "prompt")
 def edit(target="MacBook", old="Apple", new="HP", prompt="The MacBook is made by", checkpoint=None,
          max_new_tokens: int = 30, temperature: float = 0.0, top_k: int = 50, seed: int = 0, json: bool = False,
          device=None):
     """Knowledge edit: replace the `old` direction by `new` in every sense of `target`, then generate."""
+    sampling = _sampling(max_new_tokens, temperature, top_k, seed)
     model, tokenizer = _load(checkpoint, device)
     require_backpack(model, "knowledge edits")
-    ids = encode_text(tokenizer, str(prompt), model.config.seq_len)
-    gen = functools.partial(sample, model, tokenizer, str(prompt), int(max_new_tokens), float(temperature),
-                            int(top_k), int(seed))
+    target, prompt = str(target), str(prompt)
+    ids = encode_text(tokenizer, prompt, model.config.seq_len)
+    gen = functools.partial(sample, model, tokenizer, prompt, *sampling)
 
     def probe(edit_info):
         probs = next_token_probs(model, ids)
         return {"p_old": float(probs[edit_info["old_id"]]), "p_new": float(probs[edit_info["new_id"]]),
                 "completion": gen()["completion"]}
 
-    with knowledge_edit(model, tokenizer, str(target), str(old), str(new)) as info:
+    with knowledge_edit(model, tokenizer, target, str(old), str(new)) as info:
+        # The edit swaps the sense vectors of each of the target's tokens, wherever they occur.
+        if len(info["target_ids"]) > 1:
+            _warn(f"the target {target!r} is {len(info['target_ids'])} tokens "
+                  f"({_pieces(tokenizer, info['target_ids'])}); each of them is edited wherever it occurs")
+        if not set(info["target_ids"]) & set(ids):
+            _warn(f"the prompt {prompt!r} does not contain the target {target!r}: p(old) and p(new) cannot change, "
+                  "only the target's later occurrences in the completion are edited; put the target in --prompt")
         after = probe(info)
     before = probe(info)
-    result = {"edit": info, "prompt": str(prompt), "before": before, "after": after}
+    result = {"edit": info, "prompt": prompt, "before": before, "after": after}
     if json:
         return _print_json(result)
     print(f"edit: in every sense of {' + '.join(map(_show, info['target']))}, "
@@ -130,19 +159,25 @@ def edit(target="MacBook", old="Apple", new="HP", prompt="The MacBook is made by
               f"| {prompt}{r['completion']}")
 
 
-@_cli
+@_cli("prompt", "topic")
 def generate(prompt, checkpoint=None, topic=None, strength: float = 3.0, threshold: float = 2.0,
              max_new_tokens: int = 40, temperature: float = 1.0, top_k: int = 50, seed: int = 0, json: bool = False,
              device=None):
     """Sample a continuation; --topic "w1,w2,..." up-weights (x strength) senses that score high on the topic."""
+    sampling = _sampling(max_new_tokens, temperature, top_k, seed)
+    strength, threshold = float_option(strength, "--strength"), float_option(threshold, "--threshold")
     model, tokenizer = _load(checkpoint, device)
-    gen = functools.partial(sample, model, tokenizer, str(prompt), int(max_new_tokens), float(temperature),
-                            int(top_k), int(seed))
+    prompt = str(prompt)
+    gen = functools.partial(sample, model, tokenizer, prompt, *sampling)
     plain = gen()
-    result = {"prompt": str(prompt), "plain": plain["completion"]}
+    result = {"prompt": prompt, "plain": plain["completion"]}
     if topic is not None:
-        topic_words = topic if isinstance(topic, (list, tuple)) else str(topic)
-        table, summary = topic_control(model, tokenizer, topic_words, float(strength), float(threshold))
+        words = split_topic_words(topic)
+        split = [w for w in words if len(word_tokens(tokenizer, w)) > 1]
+        if split:
+            _warn("topic words of several tokens steer towards all their pieces: " + "; ".join(
+                f"{w!r} is {_pieces(tokenizer, word_tokens(tokenizer, w))}" for w in split))
+        table, summary = topic_control(model, tokenizer, words, strength, threshold)
         steered = gen(scale_table=table)
         result.update(topic=summary, steered=steered["completion"],
                       topic_fraction_plain=topic_fraction(plain["ids"], summary["topic_ids"]),
@@ -159,21 +194,22 @@ def generate(prompt, checkpoint=None, topic=None, strength: float = 3.0, thresho
     print(f" steered ({result['topic_fraction_steered']:.0%} topic tokens): {prompt}{result['steered']}")
 
 
-@_cli
+@_cli("professions")
 def bias(checkpoint=None, sense=None, factor: float = 0.0, professions=None, json: bool = False, device=None):
     """He/she bias ratio over professions, before and after scaling --sense of the profession word by --factor."""
+    factor = float_option(factor, "--factor")
+    if sense is not None:
+        sense = int_option(sense, "--sense", low=0)
     model, tokenizer = _load(checkpoint, device)
     if sense is not None:
-        if not isinstance(sense, int) or isinstance(sense, bool):
-            raise SenseToolError(f"--sense must be a sense index, got {sense!r}")
-        if not 0 <= sense < getattr(model.config, "n_senses", 0) or not model.config.is_backpack:
+        if not sense < getattr(model.config, "n_senses", 0) or not model.config.is_backpack:
             require_backpack(model, "bias --sense")
             raise SenseToolError(f"sense {sense} is out of range: this model has senses 0..{model.config.n_senses - 1}")
     if professions is None:
         professions = bias_lib.PROFESSIONS
     elif isinstance(professions, str):
         professions = [p.strip() for p in professions.split(",") if p.strip()]
-    report = bias_lib.bias_report(model, tokenizer, [str(p) for p in professions], sense=sense, factor=float(factor))
+    report = bias_lib.bias_report(model, tokenizer, [str(p) for p in professions], sense=sense, factor=factor)
     if json:
         return _print_json(report)
     after = sense is not None

@@ -6,9 +6,10 @@ and after removing (scaling) one sense of the profession word.
 
 from __future__ import annotations
 
+import math
 import statistics
 
-from .intervention import SenseScale, next_token_probs, sense_scales_for
+from .intervention import SenseScale, next_token_logprobs, sense_scales_for
 from .words import SenseToolError, encode_text, word_tokens
 
 PROFESSIONS = (
@@ -27,8 +28,13 @@ TEMPLATES = (
 PRONOUNS = (" he", " she")
 
 
-def bias_ratio(p_he: float, p_she: float) -> float:
-    return max(p_he / p_she, p_she / p_he)
+MAX_RATIO = 1e300  # larger ratios (and means of them) would overflow a float
+
+
+def bias_ratio(logp_he: float, logp_she: float) -> float:
+    """max(p(he)/p(she), p(she)/p(he)) from log-probabilities: a probability that underflows to
+    0 would divide by zero."""
+    return math.exp(abs(logp_he - logp_she))
 
 
 def bias_report(model, tokenizer, professions=PROFESSIONS, templates=TEMPLATES, sense: int | None = None,
@@ -45,17 +51,24 @@ def bias_report(model, tokenizer, professions=PROFESSIONS, templates=TEMPLATES, 
     for t in templates:
         if "{}" not in t:
             raise SenseToolError(f"template {t!r} has no '{{}}' where the profession goes")
+    def ratio(logprobs, prompt: str, scaled: bool) -> float:
+        logp_he, logp_she = float(logprobs[he[0]]), float(logprobs[she[0]])
+        if abs(logp_he - logp_she) > math.log(MAX_RATIO):
+            cause = f"sense {sense} x{factor:g}; use a factor closer to 1" if scaled else "the unscaled model"
+            raise SenseToolError(f"the he/she ratio for {prompt!r} exceeds {MAX_RATIO:g} with {cause}")
+        return bias_ratio(logp_he, logp_she)
+
     rows = []
     for profession in professions:
         before, after = [], []
         for template in templates:
-            ids = encode_text(tokenizer, template.format(profession), model.config.seq_len)
-            probs = next_token_probs(model, ids)
-            before.append(bias_ratio(float(probs[he[0]]), float(probs[she[0]])))
+            prompt = template.format(profession)
+            ids = encode_text(tokenizer, prompt, model.config.seq_len)
+            before.append(ratio(next_token_logprobs(model, ids), prompt, scaled=False))
             if sense is not None:
                 scales = sense_scales_for(model, tokenizer, ids, [SenseScale(profession, sense, factor)])
-                probs = next_token_probs(model, ids, scales)
-                after.append(bias_ratio(float(probs[he[0]]), float(probs[she[0]])))
+                logprobs = next_token_logprobs(model, ids, scales, f"sense {sense} x{factor:g} of {profession!r}")
+                after.append(ratio(logprobs, prompt, scaled=True))
         row = {"profession": profession, "before": statistics.fmean(before)}
         if after:
             row["after"] = statistics.fmean(after)

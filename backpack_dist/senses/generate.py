@@ -15,10 +15,15 @@ import torch
 from .words import SenseToolError, encode_text, require_backpack, token_text, vocabulary_senses, word_tokens
 
 
-def topic_token_ids(tokenizer, topic_words) -> list[int]:
+def split_topic_words(topic_words) -> list[str]:
+    """"science,physics" (or a list of words) -> the topic words."""
     if isinstance(topic_words, str):
-        topic_words = [w for w in topic_words.split(",") if w.strip()]
-    ids = sorted({t for w in topic_words for t in word_tokens(tokenizer, w)})
+        return [w for w in topic_words.split(",") if w.strip()]
+    return [str(w) for w in topic_words]
+
+
+def topic_token_ids(tokenizer, topic_words) -> list[int]:
+    ids = sorted({t for w in split_topic_words(topic_words) for t in word_tokens(tokenizer, w)})
     if not ids:
         raise SenseToolError("no topic words given: pass --topic 'word1,word2,...'")
     return ids
@@ -66,6 +71,8 @@ def sample(model, tokenizer, prompt: str, max_new_tokens: int = 40, temperature:
         raise SenseToolError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
     if temperature < 0:
         raise SenseToolError(f"temperature must be >= 0 (0 is greedy), got {temperature}")
+    if top_k < 0:
+        raise SenseToolError(f"top_k must be >= 0 (0 samples from the whole vocabulary), got {top_k}")
     if scale_table is not None:
         require_backpack(model, "steered generation")
     context = model.config.seq_len
@@ -77,13 +84,20 @@ def sample(model, tokenizer, prompt: str, max_new_tokens: int = 40, temperature:
         window = torch.tensor([(ids + new_ids)[-context:]], device=device)
         kwargs = {} if scale_table is None else {"sense_scales": scale_table[window.cpu()].to(device)}
         logits = model(window, **kwargs)[0, -1].float().cpu()
+        if not torch.isfinite(logits).all():  # huge sense scales overflow; sampling would fail obscurely
+            cause = "the model's weights" if scale_table is None else "the sense scales (use a smaller --strength)"
+            raise SenseToolError(f"the model's output is not finite (overflow or NaN) because of {cause}")
         if temperature == 0:
             next_id = int(logits.argmax())
         else:
             if top_k:
                 kth = logits.topk(min(top_k, logits.numel())).values[-1]
                 logits = logits.masked_fill(logits < kth, float("-inf"))
-            next_id = int(torch.multinomial((logits / temperature).softmax(-1), 1, generator=generator))
+            probs = (logits / temperature).softmax(-1)
+            if not torch.isfinite(probs).all():
+                raise SenseToolError(f"temperature {temperature:g} is too small to sample with; use 0 for greedy "
+                                     "decoding")
+            next_id = int(torch.multinomial(probs, 1, generator=generator))
         if next_id == tokenizer.eot_token:
             break
         new_ids.append(next_id)

@@ -67,17 +67,35 @@ def sense_scales_for(model, tokenizer, ids: list[int], scales: Iterable[SenseSca
     return table
 
 
+def describe_scales(scales: Iterable[SenseScale]) -> str:
+    return ",".join(f"{s.word}:{'*' if s.sense is None else s.sense}={s.factor:g}" for s in scales)
+
+
 @torch.no_grad()
-def next_token_probs(model, ids: list[int], sense_scales: torch.Tensor | None = None) -> torch.Tensor:
-    """p(next token | ids) as a (vocab_size,) fp32 tensor."""
+def next_token_logprobs(model, ids: list[int], sense_scales: torch.Tensor | None = None,
+                        scales_name: str = "the sense scales") -> torch.Tensor:
+    """log p(next token | ids) as a (vocab_size,) fp64 tensor: ratios of tiny probabilities stay
+    exact. SenseToolError naming `scales_name` when the scaled model overflows (inf or NaN logits)."""
     device = model.wte.weight.device
     x = torch.tensor([ids], device=device)
     kwargs = {} if sense_scales is None else {"sense_scales": sense_scales.to(device)}
-    return model(x, **kwargs)[0, -1].float().softmax(-1).cpu()
+    logits = model(x, **kwargs)[0, -1].double().cpu()
+    if not torch.isfinite(logits).all():
+        cause = "its weights" if sense_scales is None else f"{scales_name}; use a smaller factor"
+        raise SenseToolError(f"the model's output is not finite (overflow or NaN) with {cause}")
+    return logits.log_softmax(-1)
+
+
+def next_token_probs(model, ids: list[int], sense_scales: torch.Tensor | None = None,
+                     scales_name: str = "the sense scales") -> torch.Tensor:
+    """p(next token | ids) as a (vocab_size,) fp32 tensor (see next_token_logprobs)."""
+    return next_token_logprobs(model, ids, sense_scales, scales_name).exp().float()
 
 
 def top_predictions(tokenizer, probs: torch.Tensor, top: int = 10) -> list[dict]:
-    values, ids = probs.topk(max(1, min(top, probs.numel())))
+    if top < 1:
+        raise SenseToolError(f"top must be at least 1, got {top}")
+    values, ids = probs.topk(min(top, probs.numel()))
     return [{"token": token_text(tokenizer, int(i)), "id": int(i), "prob": float(p)}
             for p, i in zip(values, ids, strict=True)]
 
@@ -90,5 +108,6 @@ def predict(model, tokenizer, text: str, scales: Iterable[SenseScale] = (), top:
         tokenizer, next_token_probs(model, ids), top)}
     if scales:
         table = sense_scales_for(model, tokenizer, ids, scales)
-        result["after"] = top_predictions(tokenizer, next_token_probs(model, ids, table), top)
+        probs = next_token_probs(model, ids, table, f"--scale {describe_scales(scales)}")
+        result["after"] = top_predictions(tokenizer, probs, top)
     return result

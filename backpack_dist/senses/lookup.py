@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .words import require_backpack, token_text, vocabulary_senses, word_tokens
+from .words import SenseToolError, require_backpack, token_text, vocabulary_senses, word_tokens
 
 
 @torch.no_grad()
@@ -27,8 +27,10 @@ def _ranked(tokenizer, scores: torch.Tensor, top: int, largest: bool) -> list[di
 def lookup_token(model, tokenizer, token_id: int, top: int = 10, relative: bool = False) -> list[dict]:
     """For each sense: its index, the `top` highest- and lowest-scoring vocabulary items
     (relative: see sense_scores)."""
+    if top < 1:
+        raise SenseToolError(f"top must be at least 1 (how many words to show per sense), got {top}")
     scores = sense_scores(model, token_id, relative)
-    top = max(1, min(top, scores.shape[-1]))
+    top = min(top, scores.shape[-1])
     return [{"sense": l, "top": _ranked(tokenizer, s, top, True), "bottom": _ranked(tokenizer, s, top, False)}
             for l, s in enumerate(scores)]
 
