@@ -1,6 +1,7 @@
 """The sense web page: its JSON API against the model, and the page driven in headless Chromium."""
 
 import json
+import socket
 import subprocess
 import sys
 import threading
@@ -22,8 +23,13 @@ NURSE_ID = 15849  # " nurse" in GPT-2's vocabulary
 
 
 @pytest.fixture(scope="module")
-def loaded(tmp_path_factory):
-    model, tokenizer, info = load_pretrained(make_checkpoint(tmp_path_factory.mktemp("serve") / "backpack"))
+def checkpoint_dir(tmp_path_factory):
+    return make_checkpoint(tmp_path_factory.mktemp("serve") / "backpack")
+
+
+@pytest.fixture(scope="module")
+def loaded(checkpoint_dir):
+    model, tokenizer, info = load_pretrained(checkpoint_dir)
     return model, tokenizer, info
 
 
@@ -84,10 +90,29 @@ def test_api_info_and_senses(url):
     ("/api/predict", {"text": SENTENCE, "top": 0}, "'top' must be an integer"),
     ("/api/senses", {"id": 10 ** 6}, "'id' must be an integer"),
     ("/api/nope", {}, "no API at /api/nope"),
+    ("/api/predict", {"text": SENTENCE, "token_scales": {"99999999": [1, 0, 1, 1]}},
+     "'token_scales' names token id 99999999, outside this model's vocabulary 0..50256"),
+    ("/api/predict", {"text": SENTENCE, "token_scales": {"-1": [1, 0, 1, 1]}}, "names token id -1, outside"),
+    ("/api/predict", {"text": "When the doctor came in", "token_scales": {str(NURSE_ID): [1, 0, 1, 1]}},
+     "'token_scales' names token id 15849 (' nurse'), which is not in the text"),
+    ("/api/predict", {"text": SENTENCE, "token_scales": {str(NURSE_ID): [1e38] * 4}},
+     "the model's output is not finite (overflow or NaN) with the 'token_scales' of token 15849"),
 ])
 def test_api_errors_are_named(url, path, body, message):
     status, data = call(url, path, body)
     assert status in (400, 404) and message in data["error"]
+
+
+@pytest.mark.parametrize("length", ["abc", "-5"])
+def test_a_bad_content_length_is_answered_400(url, length):
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as s:
+        s.sendall(f"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Length: {length}\r\n\r\n{{}}".encode())
+        reply = b""
+        while chunk := s.recv(4096):
+            reply += chunk
+    head, _, body = reply.decode().partition("\r\n\r\n")
+    assert head.startswith("HTTP/1.0 400") and f"bad Content-Length '{length}'" in json.loads(body)["error"]
 
 
 def launch_chromium(playwright):
@@ -144,6 +169,17 @@ def test_page_predicts_zeroes_a_sense_and_resets(url, loaded):
             assert restored == before
             sync_api.expect(page.locator('#senses input.scale[data-sense="1"]')).to_have_value("1")
 
+            # Weights belong to one sentence: a new sentence starts unscaled (the API refuses
+            # scales of tokens that are not in the text).
+            predictions_after(lambda: page.click('#senses button.zero[data-sense="1"]'))
+            page.fill("#sentence", "The doctor said that")
+            other = predictions_after(lambda: page.click("#predict"))
+            top, probs = model_top10(model, tokenizer, "The doctor said that")
+            assert [prob for _, prob in other] == pytest.approx(probs, rel=1e-5)
+            sync_api.expect(page.locator("#error")).to_be_hidden()
+            page.fill("#sentence", SENTENCE)
+            assert predictions_after(lambda: page.click("#predict")) == before
+
             page.fill("#sentence", "")
             page.click("#predict")
             sync_api.expect(page.locator("#error")).to_contain_text("the text is empty")
@@ -160,6 +196,35 @@ def test_page_predicts_zeroes_a_sense_and_resets(url, loaded):
         finally:
             browser.close()
     assert (artifacts / "sense-page.png").stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--port", "99999"], "error: --port must be a whole number from 0 to 65535, got 99999"),
+    (["--port", "abc"], "error: --port must be a whole number from 0 to 65535, got 'abc'"),
+    (["--device", "foo"], "error: unknown --device 'foo': use cpu, cuda or cuda:N"),
+    (["--host", "192.0.2.1", "--port", "0"], "error: --host 192.0.2.1 is not an address of this machine"),
+    (["--host", "nowhere.invalid", "--port", "0"], "error: cannot resolve --host nowhere.invalid"),
+])
+def test_serve_flags_are_checked_with_one_line(checkpoint_dir, capsys, args, message):
+    from backpack_dist.serve.__main__ import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--checkpoint", str(checkpoint_dir), *args])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.startswith(message) and err.count("\n") == 1
+
+
+def test_a_busy_port_is_named(checkpoint_dir, capsys):
+    from backpack_dist.serve.__main__ import main
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(SystemExit):
+            main(["--checkpoint", str(checkpoint_dir), "--port", str(port)])
+    expected = f"error: port {port} is in use on 127.0.0.1: pick another with --port (0 picks a free one)\n"
+    assert capsys.readouterr().err == expected
 
 
 def test_serve_refuses_a_transformer_checkpoint(tmp_path):

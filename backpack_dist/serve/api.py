@@ -44,17 +44,24 @@ class SenseService:
         k = self.model.config.n_senses
         if not isinstance(raw, dict):
             raise SenseToolError("'token_scales' must map token ids to lists of sense factors")
+        vocab = self.model.config.vocab_size
         table = torch.ones(1, len(ids), k)
         for key, row in raw.items():
             try:
                 token = int(key)
             except ValueError:
                 raise SenseToolError(f"'token_scales' key {key!r} is not a token id") from None
+            if not 0 <= token < vocab:
+                raise SenseToolError(f"'token_scales' names token id {token}, outside this model's vocabulary "
+                                     f"0..{vocab - 1}")
+            positions = [j for j, t in enumerate(ids) if t == token]
+            if not positions:  # a scale that would silently do nothing
+                raise SenseToolError(f"'token_scales' names token id {token} "
+                                     f"({token_text(self.tokenizer, token)!r}), which is not in the text")
             ok = isinstance(row, list) and len(row) == k and all(
                 isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in row)
             if not ok:
                 raise SenseToolError(f"the scales of token {token} must be {k} finite numbers, got {row!r}")
-            positions = [j for j, t in enumerate(ids) if t == token]
             table[0, positions] = torch.tensor(row, dtype=torch.float32)
         return table
 
@@ -64,9 +71,11 @@ class SenseService:
             raise SenseToolError("'text' must be a string: type a sentence")
         top = _int_field(payload, "top", 10, 1, MAX_TOP)
         ids = encode_text(self.tokenizer, text, self.model.config.seq_len)
-        scales = self._scales(payload.get("token_scales"), ids)
+        raw = payload.get("token_scales")
+        scales = self._scales(raw, ids)
+        name = f"the 'token_scales' of token {', '.join(map(str, raw or {}))}"
         with self._lock:
-            probs = next_token_probs(self.model, ids, scales)
+            probs = next_token_probs(self.model, ids, scales, name)
         return {"tokens": [{"position": j, "id": t, "text": token_text(self.tokenizer, t)} for j, t in enumerate(ids)],
                 "predictions": top_predictions(self.tokenizer, probs, top)}
 

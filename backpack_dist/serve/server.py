@@ -43,7 +43,8 @@ def make_handler(service: SenseService, quiet: bool = False):
             self.wfile.write(body)
 
         def _json(self, status: int, data) -> None:
-            self._send(status, json.dumps(data).encode(), "application/json; charset=utf-8")
+            # allow_nan=False: NaN is not JSON (the page could not parse it); a 500 names the problem instead
+            self._send(status, json.dumps(data, allow_nan=False).encode(), "application/json; charset=utf-8")
 
         def do_GET(self):  # noqa: N802 (http.server's naming)
             path = self.path.split("?", 1)[0]
@@ -58,7 +59,11 @@ def make_handler(service: SenseService, quiet: bool = False):
             route = routes.get(self.path.split("?", 1)[0])
             if route is None:
                 return self._json(HTTPStatus.NOT_FOUND, {"error": f"no API at {self.path}"})
-            length = int(self.headers.get("Content-Length") or 0)
+            header = self.headers.get("Content-Length") or "0"
+            if not header.strip().isdigit():
+                return self._json(HTTPStatus.BAD_REQUEST, {"error": f"bad Content-Length {header[:40]!r}: expected "
+                                                                    "the body's size in bytes"})
+            length = int(header)
             if length > MAX_BODY:
                 return self._json(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, {"error": "request too large"})
             try:
