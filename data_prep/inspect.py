@@ -9,8 +9,10 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import as_int
+from .job import check_tokenizer
 from .merge import read_dataset_info
-from .parts import SPLITS, read_prep
+from .parts import SPLITS, count_committed, read_prep
 
 
 def open_split(out_dir, split: str):
@@ -48,9 +50,7 @@ def iter_document_tokens(out_dir, split: str) -> Iterator[np.ndarray]:
 
 
 def iter_documents(out_dir, split: str) -> Iterator[str]:
-    from backpack_dist.tokenizer import load_tokenizer
-
-    enc = load_tokenizer(read_dataset_info(out_dir)["tokenizer"])
+    enc = check_tokenizer(read_dataset_info(out_dir)["tokenizer"])
     for ids in iter_document_tokens(out_dir, split):
         yield enc.decode(ids.tolist())
 
@@ -58,16 +58,15 @@ def iter_documents(out_dir, split: str) -> Iterator[str]:
 def inspect(out_dir, samples: int = 2, chars: int = 300) -> str:
     """Counts per split and a few decoded samples; for an unmerged folder, how many parts are done."""
     out_dir = Path(out_dir)
+    samples, chars = as_int("samples", samples, 0), as_int("chars", chars, 0)
     dataset_json = out_dir / "dataset.json"
     if not dataset_json.is_file():
         settings = read_prep(out_dir)["settings"]
-        done = len(list((out_dir / "parts").glob("part-*.json")))
-        return (f"{out_dir}: not merged yet; {done} of {len(settings['parts'])} parts have manifests "
+        done = count_committed(out_dir, settings)  # only parts committed with the current settings
+        return (f"{out_dir}: not merged yet; {done} of {len(settings['parts'])} parts are committed "
                 f"(run `python -m data_prep merge --out_dir {out_dir}` when all jobs are done)")
     info = read_dataset_info(out_dir)
-    from backpack_dist.tokenizer import load_tokenizer
-
-    enc = load_tokenizer(info["tokenizer"])
+    enc = check_tokenizer(info["tokenizer"])
     lines = [f"{out_dir}: seq_len {info['seq_len']}, tokenizer {info['tokenizer']} "
              f"({info['tokenizer_fingerprint']}, vocab {info['vocab_size']}, eos {info['eos_token_id']}), "
              f"{info['num_parts']} parts"]
@@ -76,7 +75,7 @@ def inspect(out_dir, samples: int = 2, chars: int = 300) -> str:
         lines.append(f"  {split}: {c['documents']:,} documents, {c['tokens']:,} tokens, {c['samples']:,} samples")
     lines.append(f"  skipped: {json.dumps(info['skipped'])}  repaired: {json.dumps(info['repaired'])}")
     for split in SPLITS:
-        n = min(int(samples), info["splits"][split]["samples"])
+        n = min(samples, info["splits"][split]["samples"])
         if n == 0:
             continue
         dataset = open_split(out_dir, split)

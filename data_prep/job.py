@@ -6,6 +6,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import queue
+import shutil
 import time
 from pathlib import Path
 
@@ -13,9 +14,19 @@ from tqdm import tqdm
 
 from backpack_dist.tokenizer import GPT2, load_tokenizer, tokenizer_fingerprint
 
-from .errors import PrepError
-from .parts import FORMAT, build_part, claim_output, committed_manifest, part_name, settings_id
-from .sources import expand_inputs, piece_to_json, plan_parts
+from .errors import PrepError, as_bool, as_float, as_int
+from .parts import (
+    FORMAT,
+    REPAIR_KEYS,
+    SKIP_KEYS,
+    build_part,
+    check_out_dir,
+    claim_output,
+    committed_manifest,
+    part_keys,
+    part_name,
+)
+from .sources import check_has_documents, expand_inputs, piece_to_json, plan_parts
 
 DEFAULTS = dict(
     seq_len=512,
@@ -47,21 +58,47 @@ def tokenizer_spec(tokenizer) -> str:
     return spec if spec == GPT2 else os.path.abspath(spec)
 
 
-def make_settings(files: list[str], *, seq_len, tokenizer, val_fraction, seed, text_field, one_doc_per_file,
-                  part_mb, max_doc_chars, compression) -> dict:
-    seq_len, seed, val_fraction = int(seq_len), int(seed), float(val_fraction)
-    if seq_len < 1:
-        raise PrepError(f"--seq_len must be >= 1, got {seq_len}")
+def check_options(*, seq_len, tokenizer, val_fraction, seed, text_field, one_doc_per_file, part_mb, max_doc_chars,
+                  compression) -> dict:
+    """The options' types and ranges, checked before any file or the network is touched."""
+    val_fraction, part_mb = as_float("val_fraction", val_fraction), as_float("part_mb", part_mb)
     if not 0.0 <= val_fraction < 1.0:
         raise PrepError(f"--val_fraction must be in [0, 1), got {val_fraction}")
-    if float(part_mb) <= 0 or int(max_doc_chars) < 1:
-        raise PrepError("--part_mb and --max_doc_chars must be positive")
-    compression = check_compression(compression)
-    spec = tokenizer_spec(tokenizer)
-    enc = load_tokenizer(spec)
-    part_bytes = int(float(part_mb) * (1 << 20))
-    parts = plan_parts(files, one_doc_per_file=bool(one_doc_per_file), text_field=str(text_field),
+    if part_mb <= 0:
+        raise PrepError(f"--part_mb must be positive, got {part_mb}")
+    return dict(
+        seq_len=as_int("seq_len", seq_len, 1),
+        tokenizer=tokenizer_spec(tokenizer),
+        val_fraction=val_fraction,
+        seed=as_int("seed", seed, 0, 2**63 - 1),  # the 8-byte key of the validation hash
+        text_field=str(text_field),
+        one_doc_per_file=as_bool("one_doc_per_file", one_doc_per_file),
+        part_mb=part_mb,
+        max_doc_chars=as_int("max_doc_chars", max_doc_chars, 1),
+        compression=check_compression(compression),
+    )
+
+
+def check_tokenizer(spec: str):
+    """load_tokenizer's ValueError (a missing or invalid file, gpt2 offline without a cache) as a PrepError."""
+    try:
+        return load_tokenizer(spec)
+    except ValueError as e:
+        message = str(e).strip().splitlines()[0]
+        hint = "" if "pass --tokenizer" in message else "; pass --tokenizer gpt2 or the path of a .tiktoken file"
+        raise PrepError(message + hint) from None
+
+
+def make_settings(files: list[str], **options) -> dict:
+    """The settings and the plan of a job (the same in every job of an array: they depend only on
+    the inputs and options); refuses input that yields no document before anything is written."""
+    opts = check_options(**options)
+    spec = opts["tokenizer"]
+    enc = check_tokenizer(spec)
+    part_bytes = int(opts["part_mb"] * (1 << 20))
+    parts = plan_parts(files, one_doc_per_file=opts["one_doc_per_file"], text_field=opts["text_field"],
                        part_bytes=part_bytes)
+    check_has_documents(parts, opts["text_field"])
     inputs = []
     for f in files:
         st = os.stat(f)
@@ -72,13 +109,13 @@ def make_settings(files: list[str], *, seq_len, tokenizer, val_fraction, seed, t
         "tokenizer_fingerprint": tokenizer_fingerprint(spec),
         "vocab_size": enc.n_vocab,
         "eos_token_id": enc.eot_token,
-        "seq_len": seq_len,
-        "val_fraction": val_fraction,
-        "seed": seed,
-        "text_field": str(text_field),
-        "one_doc_per_file": bool(one_doc_per_file),
-        "max_doc_chars": int(max_doc_chars),
-        "compression": compression,
+        "seq_len": opts["seq_len"],
+        "val_fraction": opts["val_fraction"],
+        "seed": opts["seed"],
+        "text_field": opts["text_field"],
+        "one_doc_per_file": opts["one_doc_per_file"],
+        "max_doc_chars": opts["max_doc_chars"],
+        "compression": opts["compression"],
         "part_bytes": part_bytes,
         "inputs": inputs,
         "parts": [[piece_to_json(p) for p in part] for part in parts],
@@ -118,6 +155,17 @@ class _Progress:
 
 
 def run_parts(out_dir: Path, settings: dict, todo: list[int], workers: int, progress: bool) -> list[dict]:
+    try:
+        return _run_parts(out_dir, settings, todo, workers, progress)
+    except BaseException:
+        # An error, SIGTERM or Ctrl-C: the workers are gone (leaving the pool terminated them), so
+        # remove this job's half-built parts; committed parts stay and a rerun does the rest.
+        for index in todo:
+            shutil.rmtree(out_dir / ".tmp" / part_name(index), ignore_errors=True)
+        raise
+
+
+def _run_parts(out_dir: Path, settings: dict, todo: list[int], workers: int, progress: bool) -> list[dict]:
     if todo:
         import streaming  # noqa: F401  (slow to import: once here, before timing and before forking workers)
     bars = _Progress(len(todo), progress)
@@ -169,31 +217,47 @@ def run_parts(out_dir: Path, settings: dict, todo: list[int], workers: int, prog
         bars.close()
 
 
+def check_job_options(out_dir, *, num_shards=1, shard_index=0, workers=1, overwrite=False, progress=True,
+                      **options) -> dict:
+    """Every option of a job checked without reading its input (the tokenizer is loaded): the job's
+    own options normalized, with out_dir as an absolute Path."""
+    num_shards = as_int("num_shards", num_shards, 1)
+    shard_index = as_int("shard_index", shard_index, 0)
+    if shard_index >= num_shards:
+        raise PrepError(f"--shard_index must be in [0, --num_shards), got {shard_index} of {num_shards}")
+    unknown = set(options) - set(DEFAULTS)
+    if unknown:
+        raise PrepError(f"unknown option(s): {', '.join(sorted(unknown))}")
+    out_dir = Path(str(out_dir)).absolute()
+    check_out_dir(out_dir)
+    check_tokenizer(check_options(**{**DEFAULTS, **options})["tokenizer"])
+    return dict(out_dir=out_dir, num_shards=num_shards, shard_index=shard_index, workers=as_int("workers", workers, 1),
+                overwrite=as_bool("overwrite", overwrite), progress=as_bool("progress", progress))
+
+
 def run_job(inputs, out_dir, *, num_shards: int = 1, shard_index: int = 0, workers: int = 1, overwrite: bool = False,
             progress: bool = True, **options) -> dict:
     """Build the parts that belong to job shard_index of num_shards (part p belongs to job p % num_shards).
     Returns a summary: parts built/skipped and their counts."""
-    num_shards, shard_index, workers = int(num_shards), int(shard_index), int(workers)
-    if num_shards < 1 or not 0 <= shard_index < num_shards:
-        raise PrepError(f"--shard_index must be in [0, --num_shards), got {shard_index} of {num_shards}")
-    if workers < 1:
-        raise PrepError(f"--workers must be >= 1, got {workers}")
-    unknown = set(options) - set(DEFAULTS)
-    if unknown:
-        raise PrepError(f"unknown option(s): {', '.join(sorted(unknown))}")
-    out_dir = Path(out_dir).absolute()
+    job = check_job_options(out_dir, num_shards=num_shards, shard_index=shard_index, workers=workers,
+                            overwrite=overwrite, progress=progress, **options)  # cheap: planning reads the input
+    out_dir, num_shards, shard_index = job["out_dir"], job["num_shards"], job["shard_index"]
     settings = make_settings(expand_inputs(inputs), **{**DEFAULTS, **options})
-    claim_output(out_dir, settings, bool(overwrite))
-    sid = settings_id(settings)
+    claim_output(out_dir, settings, job["overwrite"])
+    keys = part_keys(settings)
     mine = [p for p in range(len(settings["parts"])) if p % num_shards == shard_index]
-    todo = [p for p in mine if committed_manifest(out_dir, p, sid) is None]
+    todo = [p for p in mine if committed_manifest(out_dir, p, keys[p]) is None]
     if todo:
         (out_dir / "dataset.json").unlink(missing_ok=True)  # the merged view is stale from now on
     if todo:
         import streaming  # noqa: F401  (slow to import: load it before the clock starts)
     started = time.time()
-    manifests = run_parts(out_dir, settings, todo, workers, progress)
+    manifests = run_parts(out_dir, settings, todo, job["workers"], job["progress"])
     seconds = time.time() - started
+
+    def total(group, key):
+        return sum(m[group][key] for m in manifests)
+
     docs = sum(m["splits"][s]["documents"] for m in manifests for s in m["splits"])
     tokens = sum(m["splits"][s]["tokens"] for m in manifests for s in m["splits"])
     summary = {
@@ -204,6 +268,8 @@ def run_job(inputs, out_dir, *, num_shards: int = 1, shard_index: int = 0, worke
         "parts_already_committed": len(mine) - len(todo),
         "documents": docs,
         "tokens": tokens,
+        "skipped": {k: total("skipped", k) for k in SKIP_KEYS},  # in the parts built now
+        "repaired": {k: total("repaired", k) for k in REPAIR_KEYS},
         "seconds": round(seconds, 3),
         "tokens_per_second": round(tokens / seconds) if seconds > 0 and tokens else 0,
     }

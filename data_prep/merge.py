@@ -8,7 +8,17 @@ import logging
 from pathlib import Path
 
 from .errors import PrepError
-from .parts import FORMAT, REPAIR_KEYS, SKIP_KEYS, SPLITS, committed_manifest, part_name, read_prep, write_json_atomic
+from .parts import (
+    FORMAT,
+    REPAIR_KEYS,
+    SKIP_KEYS,
+    SPLITS,
+    committed_manifest,
+    part_keys,
+    part_name,
+    read_prep,
+    write_json_atomic,
+)
 
 REQUIRED_KEYS = ("seq_len", "tokenizer", "tokenizer_fingerprint", "vocab_size", "eos_token_id", "splits")
 
@@ -20,10 +30,11 @@ def merge(out_dir) -> dict:
     out_dir = Path(out_dir).absolute()
     record = read_prep(out_dir)
     settings, sid = record["settings"], record["settings_id"]
-    n_parts = len(settings["parts"])
+    keys = part_keys(settings)
+    n_parts = len(keys)
     manifests, missing = [], []
     for index in range(n_parts):
-        manifest = committed_manifest(out_dir, index, sid)
+        manifest = committed_manifest(out_dir, index, keys[index])
         (missing.append(index) if manifest is None else manifests.append(manifest))
     if missing:
         names = ", ".join(part_name(i) for i in missing[:5]) + (" ..." if len(missing) > 5 else "")

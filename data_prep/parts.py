@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import time
 from collections import Counter
@@ -48,17 +49,70 @@ def settings_id(settings: dict) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def part_keys(settings: dict) -> list[str]:
+    """Each part's key: the settings that shape every part, the part's pieces, and the size and
+    mtime of the files it reads. A manifest commits its part only while the key is unchanged, so a
+    changed input file invalidates the parts that read it and no others."""
+    common = settings_id({k: v for k, v in settings.items() if k not in ("inputs", "parts")})
+    stats = {i["path"]: [i["size"], i["mtime_ns"]] for i in settings.get("inputs", [])}
+    keys = []
+    for pieces in settings.get("parts", []):
+        files = sorted({p["path"] for p in pieces})
+        blob = json.dumps([common, pieces, [stats.get(f) for f in files]], sort_keys=True)
+        keys.append(hashlib.sha256(blob.encode()).hexdigest()[:16])
+    return keys
+
+
+def part_key(settings: dict, index: int) -> str:
+    return part_keys({**settings, "parts": [settings["parts"][index]]})[0]
+
+
+def _read_record(path: Path) -> dict:
+    """prep.json's {"settings_id", "settings"}; PrepError when it is not one."""
+    try:
+        record = json.loads(path.read_text())
+        if isinstance(record, dict) and isinstance(record.get("settings"), dict) and "settings_id" in record:
+            settings = record["settings"]
+            if isinstance(settings.get("parts"), list) and isinstance(settings.get("inputs"), list):
+                return record
+        problem = "it is not a data_prep settings record"
+    except ValueError as e:
+        problem = f"not valid JSON: {e}"
+    except OSError as e:
+        problem = e.strerror or str(e)
+    raise PrepError(f"{path} is corrupt ({problem}); rerun the prep job with --overwrite to rewrite it "
+                    "(committed parts with the same settings are kept)")
+
+
 def read_prep(out_dir: Path) -> dict:
-    path = out_dir / "prep.json"
+    path = Path(out_dir) / "prep.json"
     if not path.is_file():
         raise PrepError(f"{out_dir} is not a data_prep output (no prep.json); run `python -m data_prep text ...` first")
-    return json.loads(path.read_text())
+    return _read_record(path)
+
+
+def check_out_dir(out_dir: Path) -> None:
+    """--out_dir must be a folder or a path that can become one (not a file, nor under a file)."""
+    for p in (out_dir, *out_dir.parents):
+        if p.exists():
+            if not p.is_dir():
+                what = "is a file" if p == out_dir else f"is under {p}, which is a file"
+                raise PrepError(f"--out_dir {out_dir} {what}; pass a folder path")
+            return
 
 
 def claim_output(out_dir: Path, settings: dict, overwrite: bool) -> None:
     """Record the settings in OUT/prep.json, or check that they equal the recorded ones. Safe when
-    the jobs of an array start at the same moment: the file is created with a hard link."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    the jobs of an array start at the same moment: the file is created with a hard link.
+
+    A rerun whose inputs have the same paths but other sizes or mtimes (a broken file replaced)
+    proceeds when no committed part reads a changed file; otherwise, and for any other change,
+    it needs --overwrite, which keeps the committed parts whose key is unchanged."""
+    check_out_dir(out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise PrepError(f"cannot create --out_dir {out_dir}: {e.strerror or e}; pass a folder you can write") from None
     path = out_dir / "prep.json"
     record = {"settings_id": settings_id(settings), "settings": settings}
     # Refuse a folder with foreign content. Our own names may appear at any moment: the other
@@ -75,36 +129,77 @@ def claim_output(out_dir: Path, settings: dict, overwrite: bool) -> None:
         return
     except FileExistsError:
         pass
-    existing = json.loads(path.read_text())
-    if existing.get("settings_id") == record["settings_id"]:
+    try:
+        old = _read_record(path)["settings"]
+    except PrepError:
+        if not overwrite:
+            tmp.unlink()
+            raise
+        old = {}
+    if settings_id(old) == record["settings_id"]:
         tmp.unlink()
         return
+    changed = [k for k in sorted(set(old) | set(settings)) if old.get(k) != settings.get(k)]
+    old_paths = [i["path"] for i in old.get("inputs", [])]
+    only_file_stats = set(changed) <= {"inputs", "parts"} and old_paths == [i["path"] for i in settings["inputs"]]
     if not overwrite:
-        tmp.unlink()
-        old = existing.get("settings", {})
-        changed = [k for k in sorted(set(old) | set(settings)) if old.get(k) != settings.get(k)]
-        raise PrepError(
-            f"{out_dir} was written with different settings (changed: {', '.join(changed)}); "
-            "use another --out_dir, or pass --overwrite to rebuild it"
-        )
-    os.replace(tmp, path)  # parts with the old settings are no longer committed and get redone
+        if not only_file_stats:
+            tmp.unlink()
+            raise PrepError(
+                f"{out_dir} was written with different settings (changed: {', '.join(changed)}); "
+                "use another --out_dir, or pass --overwrite to rebuild it (unchanged parts are kept)"
+            )
+        old_keys, new_keys = part_keys(old), part_keys(settings)
+        lost = [i for i, key in enumerate(old_keys)
+                if (i >= len(new_keys) or new_keys[i] != key) and committed_manifest(out_dir, i, key) is not None]
+        if lost:
+            tmp.unlink()
+            files = [a["path"] for a, b in zip(old["inputs"], settings["inputs"], strict=True) if a != b]
+            names = ", ".join(part_name(i) for i in lost[:5]) + (" ..." if len(lost) > 5 else "")
+            raise PrepError(
+                f"input {', '.join(files[:3])}{' ...' if len(files) > 3 else ''} changed (size or mtime) since "
+                f"committed parts read it ({names}); pass --overwrite to redo the parts that read changed "
+                "files (the others are kept), or use another --out_dir"
+            )
+    # The merged view no longer matches: remove it before the new settings become visible.
+    for stale in (out_dir / "dataset.json", out_dir / "train" / "index.json", out_dir / "val" / "index.json"):
+        stale.unlink(missing_ok=True)
+    os.replace(tmp, path)  # parts whose key changed are no longer committed and get redone
+    remove_parts_beyond(out_dir, len(settings["parts"]))
+
+
+def remove_parts_beyond(out_dir: Path, n_parts: int) -> None:
+    """Remove parts with index >= n_parts, left by settings with more parts: no job with the
+    current settings writes them, so this is safe while other jobs run."""
+    found = (re.fullmatch(r"part-(\d+)(\.json)?", p.name) for d in ("parts", "train", "val", ".tmp")
+             for p in (out_dir / d).glob("part-*"))
+    indexes = {int(m.group(1)) for m in found if m}
+    for index in sorted(i for i in indexes if i >= n_parts):
+        manifest_path(out_dir, index).unlink(missing_ok=True)  # the commit marker goes first
+        for d in ("train", "val", ".tmp"):
+            shutil.rmtree(out_dir / d / part_name(index), ignore_errors=True)
 
 
 def manifest_path(out_dir: Path, index: int) -> Path:
     return out_dir / "parts" / f"{part_name(index)}.json"
 
 
-def committed_manifest(out_dir: Path, index: int, sid: str) -> dict | None:
+def committed_manifest(out_dir: Path, index: int, key: str) -> dict | None:
+    """The part's manifest when the part is committed with this key (see part_keys), else None."""
     path = manifest_path(out_dir, index)
     try:
         manifest = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    if manifest.get("settings_id") != sid:
+    if not isinstance(manifest, dict) or manifest.get("part_key") != key:
         return None
     if not all((out_dir / split / part_name(index) / "index.json").is_file() for split in SPLITS):
         return None
     return manifest
+
+
+def count_committed(out_dir: Path, settings: dict) -> int:
+    return sum(committed_manifest(out_dir, i, key) is not None for i, key in enumerate(part_keys(settings)))
 
 
 class TokenSampleEncoder:
@@ -176,6 +271,7 @@ def build_part(out_dir: Path, settings: dict, index: int, report: Callable[[int,
     manifest = {
         "part": index,
         "settings_id": settings_id(settings),
+        "part_key": part_key(settings, index),
         "pieces": [piece_to_json(p) for p in pieces],
         "tokenizer": settings["tokenizer"],
         "tokenizer_fingerprint": settings["tokenizer_fingerprint"],

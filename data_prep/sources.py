@@ -17,6 +17,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
@@ -51,6 +52,8 @@ def file_kind(path: str, one_doc_per_file: bool) -> str:
 def _flatten(inputs) -> list[str]:
     if isinstance(inputs, (str, os.PathLike)):
         return [os.fspath(inputs)]
+    if not isinstance(inputs, (list, tuple)):  # fire turns `--input 2024` into an int
+        return [str(inputs)]
     out = []
     for item in inputs:
         out.extend(_flatten(item))
@@ -60,7 +63,7 @@ def _flatten(inputs) -> list[str]:
 def expand_inputs(inputs) -> list[str]:
     """Files (absolute, in the order given; directories recursively, sorted; globs sorted)."""
     if inputs is None or inputs == [] or inputs == ():
-        raise PrepError("no input given: pass --input PATH (files, directories or globs)")
+        raise PrepError("no input given: pass --input PATH (a file, a folder, a quoted glob or a comma-separated list)")
     files: list[str] = []
     for raw in _flatten(inputs):
         item = str(raw)
@@ -92,12 +95,67 @@ def expand_inputs(inputs) -> list[str]:
     return files
 
 
-def _check_readable(path: str) -> None:
+# Compressed files read as text would be tokenized as binary garbage.
+MAGIC = [
+    (b"\x1f\x8b", "gzip", "gunzip -k"),
+    (b"\x28\xb5\x2f\xfd", "zstd", "zstd -d"),
+    (b"\xfd7zXZ\x00", "xz", "unxz -k"),
+    (b"PK\x03\x04", "zip", "unzip"),
+    (b"PK\x05\x06", "zip", "unzip"),
+    (b"7z\xbc\xaf\x27\x1c", "7z", "7z x"),
+]
+BZIP2 = re.compile(rb"BZh[1-9](1AY&SY|\x17rE8P\x90)")  # "BZh", level, then a block or end-of-stream magic
+HEAD_BYTES = 1 << 16  # sampled for magic bytes and NULs
+JSONL_PROBE_LINES = 20  # first non-blank lines of a jsonl file checked for objects with the text field
+JSONL_PROBE_BYTES = 1 << 20
+
+
+def _check_head(path: str, kind: str, text_field: str) -> None:
+    """Refuse, before anything is written, text and jsonl files that cannot be what they claim:
+    compressed or binary files, and jsonl whose first lines are no objects or lack the text field."""
     try:
         with open(path, "rb") as f:
-            f.read(1)
+            head = f.read(HEAD_BYTES)
+            if kind == "jsonl":
+                f.seek(0)
+                lines, read = [], 0
+                while len(lines) < JSONL_PROBE_LINES and read < JSONL_PROBE_BYTES:
+                    line = f.readline(JSONL_PROBE_BYTES)
+                    read += len(line)
+                    if not line or not line.endswith(b"\n") and len(line) == JSONL_PROBE_BYTES:
+                        break  # end of file, or a line too long to sample
+                    if not _is_blank(line):
+                        lines.append(line)
     except OSError as e:
         raise PrepError(f"cannot read input {path}: {e.strerror or e}; fix its permissions or leave it out") from None
+    for magic, name, command in MAGIC:
+        if head.startswith(magic):
+            raise PrepError(f"input {path} is {name}-compressed; decompress it first (`{command} {path}`) "
+                            "and pass the decompressed file")
+    if BZIP2.match(head):
+        raise PrepError(f"input {path} is bzip2-compressed; decompress it first (`bunzip2 -k {path}`) "
+                        "and pass the decompressed file")
+    if b"\x00" in head:
+        raise PrepError(f"input {path} is binary (NUL bytes near its start), not UTF-8 "
+                        "text; decompress or convert it to UTF-8 text, jsonl, parquet or arrow first")
+    if kind == "jsonl" and lines:
+        objects = []
+        for line in lines:
+            try:
+                obj = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(obj, dict):
+                objects.append(obj)
+        if not objects:
+            raise PrepError(f"jsonl file {path} does not hold one JSON object per line (its first {len(lines)} "
+                            "lines are not objects: a JSON array or pretty-printed JSON?); rewrite it as JSON "
+                            f"Lines, e.g. `jq -c '.[]' {path} > out.jsonl`")
+        if not any(text_field in obj for obj in objects):
+            keys = sorted({k for obj in objects for k in obj})
+            shown = ", ".join(map(repr, keys[:10])) + (" ..." if len(keys) > 10 else "")
+            raise PrepError(f"jsonl file {path} has no field {text_field!r} in its first {len(objects)} objects "
+                            f"(keys: {shown}); pass --text_field")
 
 
 def _arrow_table(path: str):
@@ -117,7 +175,8 @@ def _split_evenly(total: int, size: int, part_bytes: int) -> list[tuple[int, int
 
 
 def pieces_of_file(path: str, kind: str, text_field: str, part_bytes: int) -> list[Piece]:
-    _check_readable(path)
+    if kind not in ("parquet", "arrow"):  # those are checked by their readers below
+        _check_head(path, kind, text_field)
     size = os.path.getsize(path)
     if kind in ("jsonl", "text"):
         return [Piece(path, kind, a, b, b - a) for a, b in _split_evenly(size, size, part_bytes)]
@@ -315,5 +374,43 @@ def iter_documents(pieces: Iterable[Piece], text_field: str, stats: Counter) -> 
                     stats["empty"] += 1
                     continue
                 yield text
-        except OSError as e:
-            raise PrepError(f"cannot read input {piece.path}: {e.strerror or e}; fix it and rerun") from None
+        except PrepError:
+            raise
+        except (OSError, ValueError) as e:  # an I/O error, or a parquet/arrow file corrupt past its header
+            first_line = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            raise PrepError(f"cannot read input {piece.path}: {first_line}; fix or replace the file and rerun "
+                            "(committed parts are kept)") from None
+
+
+PROBE_BYTES = 1 << 20
+PROBE_ROWS = 1000
+
+
+def _probe_windows(piece: Piece) -> Iterator[Piece]:
+    """The piece in small consecutive slices (same documents: byte ranges snap the same way), so
+    that looking for a first document reads about a megabyte, not a whole part."""
+    step = {"jsonl": PROBE_BYTES, "text": PROBE_BYTES, "parquet": 1, "arrow": PROBE_ROWS}.get(piece.kind)
+    if step is None or piece.stop - piece.start <= step:
+        yield piece
+        return
+    for a in range(piece.start, piece.stop, step):
+        b = min(a + step, piece.stop)
+        yield Piece(piece.path, piece.kind, a, b, b - a)
+
+
+def check_has_documents(parts: list[list[Piece]], text_field: str) -> None:
+    """Refuse an input that yields no document at all (empty files, only blank or broken lines,
+    no text field). Reads until the first document: a megabyte for any usable input."""
+    stats: Counter = Counter()
+    files = []
+    for part in parts:
+        for piece in part:
+            if piece.path not in files:
+                files.append(piece.path)
+            for window in _probe_windows(piece):
+                for _ in iter_documents([window], text_field, stats):
+                    return
+    counts = ", ".join(f"{k} {stats[k]}" for k in ("empty", "missing_text", "invalid_json") if stats[k])
+    where = files[0] if len(files) == 1 else f"{len(files)} files"
+    raise PrepError(f"no documents in the input: {where} ({counts or 'no text at all'}); check --input, "
+                    f"--text_field ({text_field!r}) and the files' contents")
