@@ -4,12 +4,14 @@ at a time) on tiny trained and random GPT-2-vocabulary models, with LAMBADA and 
 
 import json
 import math
+import os
 import random
+import stat
 
 import numpy as np
 import pytest
 import torch
-from eval_fixtures import SEQ_LEN, brute_loglikelihood, brute_rolling, eval_models  # noqa: F401
+from eval_fixtures import SEQ_LEN, TINY, brute_loglikelihood, brute_rolling, eval_models  # noqa: F401
 
 from backpack_dist.eval.__main__ import main
 from backpack_dist.eval.blimp import SUBTASKS, evaluate_blimp, load_blimp
@@ -186,8 +188,23 @@ def test_owt_matches_brute_force(loaded, owt_prep):
     assert load_owt(owt_prep, enc, SEQ_LEN, info["tokenizer_fingerprint"], limit=2)[0] == samples[:2]
     with pytest.raises(ValueError, match="tokenizer"):
         load_owt(owt_prep, enc, SEQ_LEN, "0000000000000000")
-    with pytest.raises(ValueError, match="seq_len=32"):
+    with pytest.raises(ValueError, match="context is 32; prepare the validation data with --seq_len 32"):
         evaluate_owt(Scorer(load_pretrained_small(model), enc.eot_token, progress=False), samples)
+
+
+def test_owt_data_for_another_context_is_refused(owt_prep, tmp_path):
+    """Data cut for seq_len 64 would score shorter contexts than a 128-token model sees."""
+    import shutil
+
+    _, record = load_owt(owt_prep, None, SEQ_LEN, None, limit=2)
+    assert record["seq_len"] == SEQ_LEN
+    with pytest.raises(ValueError, match=r"dataset.json was prepared with seq_len 64 but the model's context is 128; "
+                                         r"prepare the validation data with --seq_len 128"):
+        load_owt(owt_prep, None, 128, None)
+    shutil.copytree(owt_prep / "val", tmp_path / "val")  # no dataset.json: the samples' length tells
+    with pytest.raises(ValueError, match=r"cut for seq_len 64 but the model's context is 128; .* --seq_len 128"):
+        load_owt(tmp_path, None, 128, None)
+    assert load_owt(tmp_path, None, SEQ_LEN, None)[1]["seq_len"] == SEQ_LEN
 
 
 def load_pretrained_small(model):
@@ -264,16 +281,37 @@ def test_similarity_matches_brute_force(loaded, tmp_path):
         assert metrics["best_sense_rho"] == max(metrics[f"sense_{l}"] for l in range(4))
 
 
+def test_similarity_without_variance_is_refused(tmp_path):
+    from backpack_dist.model import build_model
+    from backpack_dist.tokenizer import load_tokenizer
+
+    (tmp_path / "RG65.txt").write_text("".join(f"{a};{b};2.5\n" for a, b, _ in PAIRS[:5]))
+    with pytest.raises(ValueError, match=r"RG65.txt: all 5 human scores are 2.5, so the similarity set has no "
+                                         r"variance"):
+        load_similarity(tmp_path, ["rg65"])
+    model = build_model("transformer-micro", **TINY).eval()
+    with torch.no_grad():
+        model.wte.weight.fill_(1.0)  # every word the same vector: every cosine is 1
+    with pytest.raises(ValueError, match="rg65: the model gives every pair the same cosine for embedding"):
+        evaluate_similarity(model, load_tokenizer("gpt2"), PAIRS, name="rg65")
+
+
 def test_cli_writes_results_and_table(eval_models, shared_data, owt_prep, tmp_path, capsys):  # noqa: F811
     common = ["--owt_val_dir", str(owt_prep),
               "--lambada_path", str(shared_data / "lambada_openai" / "lambada_test.jsonl"),
               "--wikitext_path", str(shared_data / "wikitext2" / "wiki.test.raw"),
               "--blimp_dir", str(write_blimp(tmp_path / "blimp", [2, 2])),
               "--similarity_dir", str(write_similarity(tmp_path / "sim")), "--limit", "2", "--progress", "False"]
-    for name in ("backpack", "transformer"):
-        main(["--checkpoint", str(eval_models[name]), "--tasks", "owt,lambada,wikitext,blimp,similarity",
-              "--out", str(tmp_path / "results" / f"{name}.json"), *common])
+    old_umask = os.umask(0o027)
+    try:
+        for name in ("backpack", "transformer"):
+            main(["--checkpoint", str(eval_models[name]), "--tasks", "owt,lambada,wikitext,blimp,similarity",
+                  "--out", str(tmp_path / "results" / f"{name}.json"), *common])
+    finally:
+        os.umask(old_umask)
+    assert stat.S_IMODE((tmp_path / "results" / "backpack.json").stat().st_mode) == 0o640  # umask's, not 0600
     report = json.loads((tmp_path / "results" / "backpack.json").read_text())
+    assert report["data"]["owt"]["seq_len"] == SEQ_LEN
     assert report["model_name"] == "backpack-micro" and report["step"] == 30
     assert set(report["results"]) == {"owt", "lambada", "wikitext", "blimp", "simlex", "simverb", "rg65", "ws353"}
     assert report["results"]["lambada"]["examples"] == 2 and report["settings"]["limit"] == 2
@@ -284,6 +322,7 @@ def test_cli_writes_results_and_table(eval_models, shared_data, owt_prep, tmp_pa
     row = next(line for line in table.splitlines() if line.startswith("| backpack-micro (custom size) @30"))
     lam = report["results"]["lambada"]
     assert f"| {lam['ppl']:.1f} |" in row and f"| {100 * lam['acc']:.1f} |" in row  # no paper figures: tiny model
+    assert f"| {100 * report['results']['blimp']['acc']:.1f} [2/67 sub-tasks] |" in row  # not the paper's mean
     assert "| transformer-micro (custom size)" in table and "SimLex-999" in table
     # A result of the paper's Backpack-Micro size is shown beside the paper's numbers.
     from backpack_dist.model.config import model_config
@@ -294,6 +333,37 @@ def test_cli_writes_results_and_table(eval_models, shared_data, owt_prep, tmp_pa
     row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("| backpack-micro @30"))
     assert f"{lam['ppl']:.1f} (110.0)" in row and f"{100 * lam['acc']:.1f} (24.7)" in row
     assert f"{report['results']['owt']['ppl']:.1f} (31.5)" in row
+    assert f"{100 * report['results']['blimp']['acc']:.1f} [2/67 sub-tasks] (75.6)" in row
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda r: r.pop("results"), "has no 'results' of python -m backpack_dist.eval"),
+    (lambda r: r.update(results={"lambada": 3}), "has no 'results' of python -m backpack_dist.eval"),
+    (lambda r: r.update(format=7), "is not a results file of python -m backpack_dist.eval"),
+    (lambda r: r.update(model=None), "lacks the 'model' or 'settings'"),
+])
+def test_table_refuses_broken_results_files(tmp_path, capsys, change, message):
+    report = {"format": "backpack-dist-eval/1", "checkpoint": "/x", "model_name": "backpack-micro", "step": 1,
+              "model": {}, "settings": {}, "results": {"lambada": {"ppl": 3.0, "acc": 0.5}}}
+    change(report)
+    (tmp_path / "r.json").write_text(json.dumps(report))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["table", str(tmp_path / "r.json")])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.startswith(f"error: {tmp_path / 'r.json'} ") and message in err
+    assert err.count("\n") == 1
+
+
+def test_text_flags_stay_text(eval_models, tmp_path, capsys, monkeypatch):  # noqa: F811
+    """fire would read --out 1e3 as the number 1000.0 and a results file named 2024 as an int."""
+    monkeypatch.chdir(tmp_path)
+    main(["--checkpoint", str(eval_models["backpack"]), "--tasks", "simlex", "--similarity_dir",
+          str(write_similarity(tmp_path / "sim")), "--out", "1e3"])
+    assert (tmp_path / "1e3").is_file() and not (tmp_path / "1000.0").exists()
+    (tmp_path / "1e3").rename(tmp_path / "2024")
+    capsys.readouterr()
+    main(["table", "2024"])
+    assert "| backpack-micro (custom size) @30 |" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("problem, args, message", [
@@ -307,6 +377,23 @@ def test_cli_writes_results_and_table(eval_models, shared_data, owt_prep, tmp_pa
     ("similarity format", ["--tasks", "simlex", "--similarity_dir", "{bad_sim}"], "line 3 is not in the SimLex"),
     ("similarity missing", ["--tasks", "similarity", "--similarity_dir", "{tmp}"], "no SimLex-999 file"),
     ("owt folder", ["--tasks", "owt", "--owt_val_dir", "{tmp}"], "is not data-prep output"),
+    ("lambada folder", ["--lambada_path", "{tmp}"], "is a folder, not a file (pass the OpenAI lambada_test.jsonl)"),
+    ("lambada encoding", ["--lambada_path", "{tmp}/latin1.jsonl"], "latin1.jsonl is not UTF-8 text (byte 29, line 2"),
+    ("wikitext encoding", ["--tasks", "wikitext", "--wikitext_path", "{tmp}/latin1.raw"],
+     "latin1.raw is not UTF-8 text (byte 16, line 2"),
+    ("blimp empty sentence", ["--tasks", "blimp", "--blimp_dir", "{empty_blimp}"],
+     "adjunct_island.jsonl line 2 is not BLiMP jsonl: each line must be a JSON object with non-empty string"),
+    ("similarity no variance", ["--tasks", "rg65", "--similarity_dir", "{flat_sim}"], "has no variance"),
+    ("limit fraction", ["--limit", "1.5"], "--limit must be a whole number >= 1, got 1.5"),
+    ("limit text", ["--limit", "abc"], "--limit must be a whole number >= 1, got 'abc'"),
+    ("batch size text", ["--batch_size", "abc"], "--batch_size must be a whole number >= 1, got 'abc'"),
+    ("unknown device", ["--device", "foo"], "unknown --device 'foo': use cpu, cuda or cuda:N"),
+    ("missing gpu", ["--device", "cuda:99"], "--device cuda:99"),
+    # --out is checked before the checkpoint loads (here it does not even exist)
+    ("out folder", ["--checkpoint", "{tmp}/nope", "--out", "{tmp}"], "is a folder; pass a file name"),
+    ("out under a file", ["--checkpoint", "{tmp}/nope", "--out", "{tmp}/notes.jsonl/r.json"],
+     "notes.jsonl is not a folder; pass a path in a writable folder"),
+    ("out in /proc", ["--checkpoint", "{tmp}/nope", "--out", "/proc/r.json"], "cannot create files in /proc"),
 ])
 def test_bad_input_is_a_clear_error(eval_models, shared_data, tmp_path, capsys, problem, args, message):  # noqa: F811
     (tmp_path / "notes.jsonl").write_text("{}\n")
@@ -316,10 +403,20 @@ def test_bad_input_is_a_clear_error(eval_models, shared_data, tmp_path, capsys, 
     bad_sim = tmp_path / "bad_sim"
     bad_sim.mkdir()
     (bad_sim / "SimLex-999.txt").write_text("word1\tword2\tPOS\tSimLex999\nold\tnew\tA\t1.5\nsmart\tintelligent\n")
+    (tmp_path / "latin1.jsonl").write_bytes(b'{"text": "a b"}\n{"text": "caf\xe9 au lait"}\n')
+    (tmp_path / "latin1.raw").write_bytes(b" = Title = \n caf\xe9 \n")
+    empty_blimp = tmp_path / "empty_blimp"
+    empty_blimp.mkdir()
+    (empty_blimp / f"{SUBTASKS[0]}.jsonl").write_text(
+        json.dumps({"sentence_good": "A cat sleeps.", "sentence_bad": "A cat sleep."}) + "\n" +
+        json.dumps({"sentence_good": "A dog barks.", "sentence_bad": " "}) + "\n")
+    flat_sim = tmp_path / "flat_sim"
+    flat_sim.mkdir()
+    (flat_sim / "RG65.txt").write_text("cat;dog;3\ncar;bus;3\nsun;moon;3\n")
     paths = {"tmp": tmp_path, "wiki": shared_data / "wikitext2" / "wiki.test.raw",
              "wiki_tokens": shared_data / "wikitext2" / "wiki.test.tokens",
              "lambada": shared_data / "lambada_openai" / "lambada_test.jsonl", "bad_blimp": bad_blimp,
-             "bad_sim": bad_sim}
+             "bad_sim": bad_sim, "empty_blimp": empty_blimp, "flat_sim": flat_sim}
     argv = ["--checkpoint", str(eval_models["backpack"]), "--tasks", "lambada", "--limit", "2",
             "--out", str(tmp_path / "out.json")] + [a.format(**paths) for a in args]
     with pytest.raises(SystemExit) as exit_info:
@@ -328,6 +425,15 @@ def test_bad_input_is_a_clear_error(eval_models, shared_data, tmp_path, capsys, 
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "out.json").exists()
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary files left
+
+
+def test_results_with_nan_are_never_written(tmp_path):
+    from backpack_dist.eval.runner import write_json_atomic
+
+    with pytest.raises(ValueError, match="not JSON compliant"):
+        write_json_atomic({"rho": float("nan")}, tmp_path / "r.json")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_checkpoint_not_matching_its_config_is_a_clear_error(eval_models, tmp_path, capsys):  # noqa: F811

@@ -6,9 +6,12 @@ import functools
 import os
 import sys
 
+from fire.decorators import SetParseFn
+
 from .. import cli
 
 
+@SetParseFn(str)  # file names stay text: fire would read a file named 2024 as a number
 def table(*paths):
     """Print results files as markdown in the layout of the paper's Table 2."""
     from .results import render

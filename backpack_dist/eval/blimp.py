@@ -39,10 +39,10 @@ def read_subtask(path) -> list[dict]:
     path = Path(path)
     pairs = []
     fields = ("sentence_good", "sentence_bad")
-    rows = read_jsonl_objects(
-        path, lambda row: all(isinstance(row.get(k), str) for k in fields),
-        "is not BLiMP jsonl: each line must be a JSON object with string 'sentence_good' and 'sentence_bad' "
-        "(the original BLiMP release format)")
+    rows = read_jsonl_objects(  # an empty sentence could not be scored
+        path, lambda row: all(isinstance(row.get(k), str) and row[k].strip() for k in fields),
+        "is not BLiMP jsonl: each line must be a JSON object with non-empty string 'sentence_good' and "
+        "'sentence_bad' (the original BLiMP release format)")
     for n, row in rows:
         if row.get("UID", path.stem) != path.stem:
             raise ValueError(f"{path} line {n} has UID {row['UID']!r} but the file is named for {path.stem!r}")

@@ -7,17 +7,14 @@ log-likelihood)."""
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
-from .sources import hub_record, load_hub, local_record, read_jsonl_objects, take
+from .sources import check_file, hub_record, load_hub, local_record, read_jsonl_objects, take
 
 HUB = ("EleutherAI/lambada_openai", "default", "test")
 
 
 def read_jsonl_texts(path) -> list[str]:
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"LAMBADA file {path} does not exist (pass the OpenAI lambada_test.jsonl)")
+    path = check_file(path, "LAMBADA file", "pass the OpenAI lambada_test.jsonl")
     rows = read_jsonl_objects(
         path, lambda row: isinstance(row.get("text"), str) and " " in row["text"].strip(),
         "is not LAMBADA jsonl: each line must be a JSON object whose 'text' is a passage of several words "

@@ -7,6 +7,8 @@ import json
 import math
 from pathlib import Path
 
+from .blimp import SUBTASKS
+
 # Paper Table 2: OWT PPL, LAMBADA PPL, LAMBADA ACC (%), Wikitext PPL, BLiMP (%).
 PAPER_TABLE2 = {
     "backpack-micro": (31.5, 110, 24.7, 71.5, 75.6),
@@ -34,11 +36,22 @@ def read_results(paths) -> list[dict]:
     reports = []
     for path in paths:
         try:
-            report = json.loads(Path(path).read_text())
-        except (OSError, json.JSONDecodeError) as e:
+            report = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
             raise ValueError(f"cannot read results file {path}: {e}") from None
-        if not isinstance(report, dict) or not report.get("format", "").startswith("backpack-dist-eval/"):
-            raise ValueError(f"{path} is not a results file of python -m backpack_dist.eval")
+        fmt = report.get("format") if isinstance(report, dict) else None
+        if not isinstance(fmt, str) or not fmt.startswith("backpack-dist-eval/"):
+            raise ValueError(f"{path} is not a results file of python -m backpack_dist.eval (no 'format' "
+                             "'backpack-dist-eval/...'); pass the --out files it writes")
+        results = report.get("results")
+        if not isinstance(results, dict) or not all(isinstance(m, dict) for m in results.values()):
+            raise ValueError(f"{path} has no 'results' of python -m backpack_dist.eval (a mapping of task to "
+                             "metrics); rerun the eval to rewrite it")
+        if not isinstance(report.get("model"), dict) or not isinstance(report.get("settings", {}), dict):
+            raise ValueError(f"{path} lacks the 'model' or 'settings' of python -m backpack_dist.eval; "
+                             "rerun the eval to rewrite it")
+        if report.get("model_name") is None and not isinstance(report.get("checkpoint"), str):
+            raise ValueError(f"{path} names neither its model nor its checkpoint; rerun the eval to rewrite it")
         reports.append(report)
     if not reports:
         raise ValueError("no results files given: python -m backpack_dist.eval table results/*.json")
@@ -46,7 +59,7 @@ def read_results(paths) -> list[dict]:
 
 
 def _fmt(value, digits=1) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or math.isnan(value):
         return "-"
     return f"{value:.{digits}f}"
 
@@ -82,8 +95,12 @@ def table2(reports) -> str:
         paper = PAPER_TABLE2.get(paper_size(report))
         cells = []
         for i, (_, task, metric, scale) in enumerate(COLUMNS):
-            value = report["results"].get(task, {}).get(metric)
-            ours = _fmt(value * scale if value is not None else None)
+            metrics = report["results"].get(task, {})
+            value = metrics.get(metric)
+            ours = _fmt(value * scale if isinstance(value, (int, float)) else None)
+            subtasks = metrics.get("subtasks")
+            if task == "blimp" and isinstance(subtasks, int) and subtasks < len(SUBTASKS) and value is not None:
+                ours += f" [{subtasks}/{len(SUBTASKS)} sub-tasks]"  # not comparable with the paper's mean of all
             cells.append(ours + (f" ({_fmt(paper[i])})" if paper else ""))
         lines.append(f"| {_label(report)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -104,8 +121,9 @@ def similarity_table(reports) -> str | None:
                 continue
             parts = []
             if "sense_min" in m:
-                parts += [f"min {m['sense_min']:.3f}", f"best {m['best_sense_rho']:.3f} (sense {m['best_sense']})"]
-            parts.append(f"emb {m['embedding']:.3f}")
+                parts += [f"min {_fmt(m['sense_min'], 3)}",
+                          f"best {_fmt(m.get('best_sense_rho'), 3)} (sense {m.get('best_sense', '-')})"]
+            parts.append(f"emb {_fmt(m.get('embedding'), 3)}")
             if task in paper:
                 parts.append(f"(paper {paper[task][0]:.3f} {paper[task][1]})")
             cells.append(", ".join(parts[:-1]) + " " + parts[-1] if task in paper else ", ".join(parts))

@@ -12,10 +12,12 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from fire.decorators import SetParseFn
 
 from ..pretrained import load_pretrained
 from .blimp import evaluate_blimp, load_blimp
 from .lambada import evaluate_lambada, load_lambada
+from .options import int_option, resolve_device
 from .owt import evaluate_owt, load_owt
 from .scoring import Scorer
 from .similarity import SETS, evaluate_similarity, load_similarity
@@ -44,13 +46,40 @@ def parse_tasks(tasks) -> list[str]:
     return out
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def check_out(out) -> None:
+    """Fail before any scoring when the results file cannot be written: --out must not be a
+    folder, and its nearest existing parent must be a folder that accepts new files."""
+    out = Path(out)
+    if out.is_dir():
+        raise ValueError(f"--out {out} is a folder; pass a file name such as {out / 'results.json'}")
+    parent = out.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ValueError(f"--out {out}: {parent} is not a folder; pass a path in a writable folder")
+    try:  # os.access says yes to root even where nothing can be created (/proc, read-only mounts)
+        fd, probe = tempfile.mkstemp(prefix=".write-check-", dir=parent)
+    except OSError as e:
+        raise ValueError(f"--out {out}: cannot create files in {parent} ({e.strerror}); "
+                         "pass a path in a writable folder") from None
+    os.close(fd)
+    os.unlink(probe)
+
+
 def write_json_atomic(data: dict, out) -> Path:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes it private; results are for everyone
         with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2)
+            json.dump(data, f, indent=2, allow_nan=False)  # NaN is not JSON: fail rather than write it
             f.write("\n")
         os.replace(tmp, out)
     except BaseException:
@@ -74,14 +103,22 @@ def _setup_distributed(device):
     return device
 
 
+# Text flags stay text: fire would read --out 2024 as a number and --tasks owt,lambada as a tuple.
+@SetParseFn(str, "checkpoint", "tasks", "out", "device", "dtype", "owt_val_dir", "lambada_path", "wikitext_path",
+            "blimp_dir", "similarity_dir")
 def evaluate(checkpoint, tasks=DEFAULT_TASKS, out="results.json", *, limit=None, batch_size=16, device=None,
              dtype=None, owt_val_dir=None, lambada_path=None, wikitext_path=None, blimp_dir=None,
              similarity_dir=None, progress=True) -> dict:
+    # Every flag is checked before the model and data load, so a typo fails in seconds.
     task_names = parse_tasks(tasks)
     if dtype is not None and dtype not in DTYPES:
-        raise ValueError(f"unknown dtype {dtype!r}: use bf16 or fp32")
-    if int(batch_size) < 1:
-        raise ValueError(f"--batch_size must be positive, got {batch_size}")
+        raise ValueError(f"unknown --dtype {dtype!r}: use bf16 or fp32")
+    batch_size = int_option(batch_size, "--batch_size", low=1)
+    limit = None if limit is None else int_option(limit, "--limit", low=1)
+    if device is not None:  # None: _setup_distributed picks the GPU (each rank's own under torchrun)
+        device = resolve_device(device)
+    if out and os.environ.get("RANK", "0") == "0":  # rank 0 writes the results
+        check_out(out)
     joined = not dist.is_initialized()
     device = _setup_distributed(device)
     joined = joined and dist.is_initialized()
@@ -96,13 +133,13 @@ def evaluate(checkpoint, tasks=DEFAULT_TASKS, out="results.json", *, limit=None,
 def _evaluate(checkpoint, task_names, out, limit, batch_size, device, dtype, owt_val_dir, lambada_path, wikitext_path,
               blimp_dir, similarity_dir, progress) -> dict:
     model, enc, info = load_pretrained(checkpoint, device)
-    scorer = Scorer(model, enc.eot_token, batch_size=int(batch_size), dtype=DTYPES.get(dtype), progress=progress)
+    scorer = Scorer(model, enc.eot_token, batch_size=batch_size, dtype=DTYPES.get(dtype), progress=progress)
 
     # Read all data before scoring anything, so a bad file fails in seconds, not hours.
     data, records = {}, {}
     if "owt" in task_names:
         data["owt"], records["owt"] = load_owt(owt_val_dir, enc, model.config.seq_len,
-                                               info.get("tokenizer_fingerprint"), limit)
+                                               info.get("tokenizer_fingerprint"), limit, model.config.vocab_size)
     if "lambada" in task_names:
         data["lambada"], records["lambada"] = load_lambada(lambada_path, limit)
     if "wikitext" in task_names:
@@ -127,7 +164,7 @@ def _evaluate(checkpoint, task_names, out, limit, batch_size, device, dtype, owt
         elif task == "blimp":
             results[task] = evaluate_blimp(scorer, enc, data[task])
         else:
-            results[task] = evaluate_similarity(model, enc, data[task])
+            results[task] = evaluate_similarity(model, enc, data[task], name=task)
         seconds[task] = round(time.perf_counter() - start, 3)
 
     report = {
@@ -137,7 +174,7 @@ def _evaluate(checkpoint, task_names, out, limit, batch_size, device, dtype, owt
         "step": info.get("step"),
         "model": model.config.to_dict(),
         "tokenizer_fingerprint": info.get("tokenizer_fingerprint"),
-        "settings": {"limit": limit, "batch_size": int(batch_size), "dtype": str(scorer.dtype).replace("torch.", ""),
+        "settings": {"limit": limit, "batch_size": batch_size, "dtype": str(scorer.dtype).replace("torch.", ""),
                      "device": str(scorer.device), "world_size": dist.get_world_size() if dist.is_initialized() else 1},
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "results": results,

@@ -64,6 +64,10 @@ def read_pairs(path: Path, spec: SimilaritySet) -> list[tuple[str, str, float]]:
                              f"numeric score in column {spec.score_column + 1}") from None
     if len(pairs) < 3:
         raise ValueError(f"{path} holds {len(pairs)} word pairs; a Spearman correlation needs at least 3")
+    if len({score for _, _, score in pairs}) == 1:
+        raise ValueError(f"{path}: all {len(pairs)} human scores are {pairs[0][2]:g}, so the similarity set has no "
+                         f"variance and no Spearman correlation; check that column {spec.score_column + 1} holds "
+                         f"the {spec.title} scores")
     return pairs
 
 
@@ -113,7 +117,7 @@ def word_vectors(model, enc, words) -> tuple[dict[str, torch.Tensor], dict[str, 
     return emb, sen
 
 
-def evaluate_similarity(model, enc, pairs) -> dict:
+def evaluate_similarity(model, enc, pairs, name: str = "similarity") -> dict:
     words = sorted({w for w1, w2, _ in pairs for w in (w1, w2)})
     emb, sen = word_vectors(model, enc, words)
     human = [score for _, _, score in pairs]
@@ -123,8 +127,13 @@ def evaluate_similarity(model, enc, pairs) -> dict:
         per_sense = torch.stack([cos(sen[a], sen[b], dim=-1) for a, b, _ in pairs]).cpu().numpy()  # (pairs, k)
         metrics["sense_min"] = spearman(human, per_sense.min(axis=1))
         rhos = [spearman(human, per_sense[:, l]) for l in range(per_sense.shape[1])]
-        best = int(np.nanargmax(rhos))
-        metrics.update({"best_sense": best, "best_sense_rho": rhos[best]})
         metrics.update({f"sense_{l}": rho for l, rho in enumerate(rhos)})
+        if not all(np.isnan(rhos)):  # else refused below
+            best = int(np.nanargmax(rhos))
+            metrics.update({"best_sense": best, "best_sense_rho": rhos[best]})
+    undefined = [k for k, v in metrics.items() if isinstance(v, float) and np.isnan(v)]
+    if undefined:  # NaN is not JSON, and not a result
+        raise ValueError(f"{name}: the model gives every pair the same cosine for {', '.join(undefined)}, so "
+                         "Spearman's rho is undefined (are the weights all equal?); check the checkpoint")
     metrics["examples"] = len(pairs)
     return metrics

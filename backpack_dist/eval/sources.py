@@ -57,17 +57,38 @@ def take(items, limit: int | None):
     return items
 
 
-def read_jsonl_objects(path, is_valid, format_error: str):
+def check_file(path, what: str, fix: str) -> Path:
+    """`path` as a Path when it is a file; ValueError saying what is wrong and `fix` otherwise."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{what} {path} is a folder, not a file ({fix})")
+    if not path.is_file():
+        raise ValueError(f"{what} {path} does not exist ({fix})")
+    return path
+
+
+def read_text(path) -> str:
+    """A whole UTF-8 text file; ValueError naming the file and the first bad byte otherwise."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        line = e.object.count(b"\n", 0, e.start) + 1
+        raise ValueError(f"{path} is not UTF-8 text (byte {e.start}, line {line}: {e.reason}); "
+                         "pass the original UTF-8 file") from None
+
+
+def read_jsonl_objects(path, is_valid, format_error: str) -> list[tuple[int, dict]]:
     """(line number, object) for each non-blank line of a jsonl file; ValueError naming the line
     and `format_error` (what the file should hold) when a line is not JSON or fails is_valid."""
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                row = None
-            if not isinstance(row, dict) or not is_valid(row):
-                raise ValueError(f"{path} line {n} {format_error}")
-            yield n, row
+    rows = []
+    for n, line in enumerate(read_text(path).split("\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            row = None
+        if not isinstance(row, dict) or not is_valid(row):
+            raise ValueError(f"{path} line {n} {format_error}")
+        rows.append((n, row))
+    return rows

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import math
 import re
-from pathlib import Path
 
-from .sources import hub_record, load_hub, local_record, take
+from .sources import check_file, hub_record, load_hub, local_record, read_text, take
 
 HUB = ("EleutherAI/wikitext_document_level", "wikitext-2-raw-v1", "test")
 # An article starts at a top-level heading line " = Title = " (sections use " = = Title = = ").
@@ -56,11 +55,8 @@ def split_articles(raw: str) -> list[str]:
 
 
 def read_raw(path) -> list[str]:
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"WikiText file {path} does not exist (pass wiki.test.raw from wikitext-103-raw-v1 "
-                         "or wikitext-2-raw-v1)")
-    raw = path.read_text(encoding="utf-8")
+    path = check_file(path, "WikiText file", "pass wiki.test.raw from wikitext-103-raw-v1 or wikitext-2-raw-v1")
+    raw = read_text(path)
     if "<unk>" in raw:
         raise ValueError(f"{path} is the tokenized WikiText (it contains <unk>); pass the raw file wiki.test.raw")
     if not any(ARTICLE_HEADING.match(line) for line in raw.splitlines()):
