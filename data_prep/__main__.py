@@ -11,7 +11,7 @@ from backpack_dist import cli
 
 from .errors import PrepError
 from .inspect import inspect as inspect_output
-from .job import DEFAULTS, check_job_options, run_job
+from .job import DEFAULTS, check_compression, check_job_options, run_job
 from .merge import merge as merge_parts
 from .openwebtext import HF_DATASET, hf_arrow_files
 
@@ -57,6 +57,7 @@ class Commands:
         if input is None:
             # Settings mistakes surface before the download (or the offline wait), not after.
             check_job_options(out_dir, **options)
+            check_compression(compression)
             input = hf_arrow_files(str(dataset), None if revision is None else str(revision))
         self.text(input, out_dir=out_dir, **options)
 

@@ -60,7 +60,8 @@ def tokenizer_spec(tokenizer) -> str:
 
 def check_options(*, seq_len, tokenizer, val_fraction, seed, text_field, one_doc_per_file, part_mb, max_doc_chars,
                   compression) -> dict:
-    """The options' types and ranges, checked before any file or the network is touched."""
+    """The options' types and ranges, checked before any file or the network is touched
+    (--compression is checked by check_compression: it imports streaming, which takes seconds)."""
     val_fraction, part_mb = as_float("val_fraction", val_fraction), as_float("part_mb", part_mb)
     if not 0.0 <= val_fraction < 1.0:
         raise PrepError(f"--val_fraction must be in [0, 1), got {val_fraction}")
@@ -75,7 +76,7 @@ def check_options(*, seq_len, tokenizer, val_fraction, seed, text_field, one_doc
         one_doc_per_file=as_bool("one_doc_per_file", one_doc_per_file),
         part_mb=part_mb,
         max_doc_chars=as_int("max_doc_chars", max_doc_chars, 1),
-        compression=check_compression(compression),
+        compression=str(compression),
     )
 
 
@@ -99,6 +100,7 @@ def make_settings(files: list[str], **options) -> dict:
     parts = plan_parts(files, one_doc_per_file=opts["one_doc_per_file"], text_field=opts["text_field"],
                        part_bytes=part_bytes)
     check_has_documents(parts, opts["text_field"])
+    compression = check_compression(opts["compression"])  # last: input errors should not wait for its import
     inputs = []
     for f in files:
         st = os.stat(f)
@@ -115,7 +117,7 @@ def make_settings(files: list[str], **options) -> dict:
         "text_field": opts["text_field"],
         "one_doc_per_file": opts["one_doc_per_file"],
         "max_doc_chars": opts["max_doc_chars"],
-        "compression": opts["compression"],
+        "compression": compression,
         "part_bytes": part_bytes,
         "inputs": inputs,
         "parts": [[piece_to_json(p) for p in part] for part in parts],
@@ -219,8 +221,8 @@ def _run_parts(out_dir: Path, settings: dict, todo: list[int], workers: int, pro
 
 def check_job_options(out_dir, *, num_shards=1, shard_index=0, workers=1, overwrite=False, progress=True,
                       **options) -> dict:
-    """Every option of a job checked without reading its input (the tokenizer is loaded): the job's
-    own options normalized, with out_dir as an absolute Path."""
+    """Every option of a job but --compression checked without reading its input (the tokenizer
+    is loaded): the job's own options normalized, with out_dir as an absolute Path."""
     num_shards = as_int("num_shards", num_shards, 1)
     shard_index = as_int("shard_index", shard_index, 0)
     if shard_index >= num_shards:

@@ -313,3 +313,155 @@ def test_compression_choice_keeps_the_tokens_and_bad_names_are_refused(shared_da
     with pytest.raises(ValueError, match="--compression 'zstd:99' is not one of streaming's codecs"):
         data_prep.prepare_text(src, tmp_path / "bad", compression="zstd:99")
     assert not (tmp_path / "bad").exists()
+
+
+def test_compressed_binary_and_documentless_input_is_refused_before_writing(tmp_path):
+    import bz2
+    import gzip
+    import lzma
+    import zipfile
+
+    src = tmp_path / "src"
+    src.mkdir()
+    jsonl = "".join(json.dumps({"text": f"document {i}", "id": i}) + "\n" for i in range(30)).encode()
+    (src / "docs.jsonl.gz").write_bytes(gzip.compress(jsonl))
+    (src / "docs.jsonl.xz").write_bytes(lzma.compress(jsonl))
+    (src / "docs.jsonl.bz2").write_bytes(bz2.compress(jsonl))
+    (src / "docs.jsonl.zst").write_bytes(b"\x28\xb5\x2f\xfd" + jsonl)  # zstd's magic number
+    with zipfile.ZipFile(src / "docs.zip", "w") as z:
+        z.writestr("docs.jsonl", jsonl)
+    (src / "blob.txt").write_bytes(b"text at first" + bytes(range(256)))
+    (src / "utf16.txt").write_text("UTF-16 text", encoding="utf-16")
+    (src / "empty.txt").write_bytes(b"")
+    (src / "blank.jsonl").write_text("\n  \n\n")
+    (src / "array.json").write_text(json.dumps([{"text": "a"}, {"text": "b"}], indent=2))
+    (src / "docs.jsonl").write_bytes(jsonl)
+    (src / "empty_texts.jsonl").write_text(json.dumps({"text": "  "}) + "\n" + "{broken\n" * 3)
+    cases = {
+        "docs.jsonl.gz": r"is gzip-compressed; decompress it first \(`gunzip -k",
+        "docs.jsonl.xz": "is xz-compressed; decompress it first",
+        "docs.jsonl.bz2": "is bzip2-compressed; decompress it first",
+        "docs.jsonl.zst": "is zstd-compressed; decompress it first",
+        "docs.zip": "is zip-compressed; decompress it first",
+        "blob.txt": "is binary .NUL bytes",
+        "utf16.txt": "is binary .NUL bytes",
+        "empty.txt": r"no documents in the input: .*empty.txt \(no text at all\)",
+        "blank.jsonl": r"no documents in the input: .*blank.jsonl",
+        "array.json": r"array.json does not hold one JSON object per line .* `jq -c",
+        "empty_texts.jsonl": r"no documents in the input: .*\(empty 1, invalid_json 3\)",
+    }
+    out = tmp_path / "out"
+    for name, message in cases.items():
+        with pytest.raises(ValueError, match=message):
+            data_prep.prepare_text([src / name], out)
+        assert not out.exists(), name
+    with pytest.raises(ValueError, match=r"has no field 'content' in its first 20 objects \(keys: 'id', 'text'\); "
+                                         "pass --text_field"):
+        data_prep.prepare_text([src / "docs.jsonl"], out, text_field="content")
+    with pytest.raises(ValueError, match=r"no documents in the input: 2 files"):
+        data_prep.prepare_text([src / "empty.txt", src / "blank.jsonl"], out)
+    assert not out.exists()
+
+    # The search for a first document reads the input in small windows until it finds one: here
+    # past 1.5 MB of empty documents. The job's summary counts what it skipped.
+    late = tmp_path / "late.jsonl"
+    late.write_text((json.dumps({"text": " " * 100}) + "\n") * 15_000
+                    + json.dumps({"text": "the only document"}) + "\n")
+    summary = data_prep.prepare_text([late, src / "empty.txt"], out, part_mb=64)
+    assert summary["documents"] == 1 and summary["skipped"] == {"empty": 15_000, "missing_text": 0, "invalid_json": 0}
+    assert summary["repaired"] == {"invalid_utf8_repaired": 0, "long_doc_sliced": 0}
+
+
+def test_a_file_broken_mid_read_is_replaced_and_the_rerun_keeps_committed_parts(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    a, b, c = tmp_path / "a.txt", tmp_path / "b.parquet", tmp_path / "c.txt"
+    a.write_text("\n\n".join(f"paragraph {i} of file a, " * 5 for i in range(40)))
+    c.write_text("\n\n".join(f"paragraph {i} of file c, " * 5 for i in range(40)))
+    pq.write_table(pa.table({"text": [f"row {i} of the parquet file" for i in range(100)]}), b, compression="none")
+    good = b.read_bytes()
+    b.write_bytes(good[:4] + b"\xff" * 40 + good[44:])  # the first page header: the footer still reads
+    inputs, kw = [a, b, c], dict(seq_len=32, val_fraction=0.2, part_mb=2500 / (1 << 20))
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match=r"cannot read input .*b.parquet: .*; fix or replace the file and rerun "
+                                         r"\(committed parts are kept\)"):
+        data_prep.prepare_text(inputs, out, **kw)
+    parts = read_parts(out)
+    assert len(parts) == 5 and sorted(os.listdir(out / "parts")) == ["part-00000.json", "part-00001.json"]
+    assert not list((out / ".tmp").glob("part-*")), "the failed part's temporary folder stays behind"
+
+    b.write_bytes(good)  # replaced: other size/mtime, and no committed part reads it
+    rerun = data_prep.prepare_text(inputs, out, **kw)
+    assert rerun["parts_already_committed"] == 2 and rerun["parts_built"] == ["part-00002", "part-00003", "part-00004"]
+
+    os.utime(a, ns=(1, 1))  # a file that committed parts read changed: those parts need --overwrite
+    with pytest.raises(ValueError, match=r"a.txt changed \(size or mtime\) since committed parts read it "
+                                         r"\(part-00000, part-00001\); pass --overwrite"):
+        data_prep.prepare_text(inputs, out, **kw)
+    redo = data_prep.prepare_text(inputs, out, overwrite=True, **kw)
+    assert redo["parts_already_committed"] == 3 and redo["parts_built"] == ["part-00000", "part-00001"]
+    info = data_prep.merge(out)
+    fresh = data_prep.prepare_and_merge(inputs, tmp_path / "fresh", **kw)
+    assert info["splits"] == fresh["splits"]
+    for split in ("train", "val"):
+        assert decoded(out, split) == decoded(tmp_path / "fresh", split)
+
+
+def read_parts(out):
+    return json.loads((out / "prep.json").read_text())["settings"]["parts"]
+
+
+def test_new_settings_remove_the_stale_merged_view_and_parts(shared_data, tmp_path):
+    src = [shared_data / "tinyshakespeare/input.txt"]
+    out = tmp_path / "out"
+    assert data_prep.prepare_and_merge(src, out, seq_len=64, val_fraction=0.01, part_mb=0.3)["num_parts"] == 4
+    # A job that owns no part, with new settings and fewer parts: nothing stale may stay readable.
+    job = data_prep.prepare_text(src, out, seq_len=32, val_fraction=0.01, part_mb=0.6, num_shards=4, shard_index=3,
+                                 overwrite=True)
+    assert job["parts_total"] == 2 and job["parts_of_this_job"] == 0
+    assert not (out / "dataset.json").exists() and not (out / "train/index.json").exists()
+    with pytest.raises(ValueError, match="not a merged data-prep output"):
+        data_prep.read_dataset_info(out)
+    assert sorted(os.listdir(out / "train")) == ["part-00000", "part-00001"]  # parts 2 and 3 are gone
+    assert "0 of 2 parts are committed" in data_prep.inspect(out)  # the old manifests do not count
+    data_prep.prepare_text(src, out, seq_len=32, val_fraction=0.01, part_mb=0.6, num_shards=4, shard_index=0)
+    assert "1 of 2 parts are committed" in data_prep.inspect(out)
+
+    # A corrupt prep.json: a clear error everywhere; --overwrite rewrites it and keeps the parts.
+    (out / "prep.json").write_text('{"settings_id": ')
+    for call in (lambda: data_prep.prepare_text(src, out, seq_len=32, val_fraction=0.01, part_mb=0.6),
+                 lambda: data_prep.merge(out), lambda: data_prep.inspect(out)):
+        with pytest.raises(ValueError, match=r"prep.json is corrupt \(not valid JSON: .*\); rerun the prep job with "
+                                             "--overwrite"):
+            call()
+    again = data_prep.prepare_text(src, out, seq_len=32, val_fraction=0.01, part_mb=0.6, overwrite=True)
+    assert again["parts_already_committed"] == 1 and again["parts_built"] == ["part-00001"]
+    assert data_prep.merge(out)["seq_len"] == 32
+
+
+def test_bad_option_values_are_named_errors(shared_data, tmp_path):
+    src = [shared_data / "tinyshakespeare/input.txt"]
+    out = tmp_path / "out"
+    some_file = tmp_path / "notes.txt"
+    some_file.write_text("not a tokenizer\n")
+    cases = [
+        (dict(seq_len="abc"), r"--seq_len must be an integer >= 1, got 'abc'"),
+        (dict(seq_len=True), r"--seq_len must be an integer >= 1, got True"),  # a bare `--seq_len`
+        (dict(part_mb="abc"), r"--part_mb must be a number, got 'abc'"),
+        (dict(val_fraction=1.5), r"--val_fraction must be in \[0, 1\)"),
+        (dict(workers="two"), r"--workers must be an integer >= 1"),
+        (dict(one_doc_per_file="b.txt"), r"--one_doc_per_file is a switch"),
+        (dict(tokenizer="/nope.tiktoken"), r"tokenizer '/nope.tiktoken' is neither 'gpt2' nor an existing"),
+        (dict(tokenizer=str(some_file)), r"is not a valid .tiktoken BPE file: .*; pass --tokenizer gpt2 or the path"),
+    ]
+    for options, message in cases:
+        with pytest.raises(ValueError, match=message):
+            data_prep.prepare_text(src, out, **options)
+    for bad_out, message in ((some_file, r"--out_dir .*notes.txt is a file; pass a folder path"),
+                             (some_file / "sub", r"--out_dir .*sub is under .*notes.txt, which is a file")):
+        with pytest.raises(ValueError, match=message):
+            data_prep.prepare_text(src, bad_out)
+    assert not out.exists()
+    with pytest.raises(ValueError, match=r"--samples must be an integer >= 0, got 'abc'"):
+        data_prep.inspect(out, samples="abc")
