@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .model import ModelConfig, model_from_config
@@ -79,9 +80,15 @@ def read_export_info(path) -> dict:
     if not cfg_file.is_file() or not (path / WEIGHTS).is_file():
         raise ValueError(f"{path} is not an exported model (needs {CONFIG} and {WEIGHTS}); "
                          "export a run with: python -m backpack_dist.export RUN --out DIR")
-    info = json.loads(cfg_file.read_text())
-    if info.get("format") != FORMAT:
-        raise ValueError(f"{cfg_file} has format {info.get('format')!r}, expected {FORMAT!r}")
+    try:
+        info = json.loads(cfg_file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{cfg_file} is not valid JSON ({e}); export the model again") from None
+    if not isinstance(info, dict) or info.get("format") != FORMAT:
+        found = info.get("format") if isinstance(info, dict) else type(info).__name__
+        raise ValueError(f"{cfg_file} has format {found!r}, expected {FORMAT!r}")
+    if not isinstance(info.get("model"), dict):
+        raise ValueError(f"{cfg_file} has no 'model' settings (the model's sizes); export the model again")
     return info
 
 
@@ -103,8 +110,14 @@ def load_pretrained(path, device="cpu"):
         state_dict, config, info, tokenizer = export_in_memory(path)
     else:
         info = read_export_info(path)
-        config = ModelConfig.from_dict(info["model"])
-        state_dict = load_file(path / WEIGHTS)
+        try:
+            config = ModelConfig.from_dict(info["model"])
+        except TypeError as e:  # a missing or misspelt size
+            raise ValueError(f"{path / CONFIG} has bad 'model' settings ({e}); export the model again") from None
+        try:
+            state_dict = load_file(path / WEIGHTS)
+        except SafetensorError as e:  # truncated or overwritten weights
+            raise ValueError(f"{path / WEIGHTS} is damaged ({e}); export the model again") from None
         tokenizer = tokenizer_spec(path, info)
     model = model_from_config(config)
     try:

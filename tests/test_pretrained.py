@@ -49,3 +49,20 @@ def test_export_replaces_only_an_earlier_export(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert out.stat().st_mode & 0o777 == 0o777 & ~umask  # readable by the team, not mkdtemp's 0700
+
+
+def test_damaged_export_is_a_clear_error(tmp_path):
+    model = build_model("transformer-micro", **tiny_overrides())
+    out = save_pretrained(model.state_dict(), model.config, tmp_path / "export", model_name="transformer-micro")
+    weights = (out / "model.safetensors").read_bytes()
+    (out / "model.safetensors").write_bytes(weights[:100])
+    with pytest.raises(ValueError, match="model.safetensors is damaged .*export the model again"):
+        load_pretrained(out)
+    cfg = json.loads((out / "config.json").read_text())
+    del cfg["model"]
+    (out / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match="has no 'model' settings"):
+        load_pretrained(out)
+    (out / "config.json").write_text("{")
+    with pytest.raises(ValueError, match="config.json is not valid JSON"):
+        load_pretrained(out)

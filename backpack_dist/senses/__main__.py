@@ -16,9 +16,9 @@ import functools
 import json
 import sys
 
-import fire
 from fire.decorators import SetParseFn
 
+from .. import cli
 from ..eval.options import float_option, int_option, resolve_device
 from . import bias as bias_lib
 from .edit import knowledge_edit
@@ -226,7 +226,7 @@ COMMANDS = {"lookup": lookup, "predict": predict, "edit": edit, "generate": gene
 
 
 def main(argv=None):
-    fire.Fire(COMMANDS, command=argv, name="python -m backpack_dist.senses")
+    cli.run(COMMANDS, argv, name="python -m backpack_dist.senses")
 
 
 if __name__ == "__main__":
