@@ -61,6 +61,9 @@ class TokenStream:
                 batch = next(self._iterator)
             except StopIteration:
                 self._iterator = None
+                if self.sample_in_epoch == 0:  # a whole epoch without one full micro batch: it would spin forever
+                    raise ValueError(f"the data has fewer samples per process than one micro batch of "
+                                     f"{self.micro_batch}; lower --micro_batch or prepare more data") from None
                 self.epoch, self.sample_in_epoch = self.epoch + 1, 0
                 continue
             self.sample_in_epoch += self.micro_batch * self.world_size

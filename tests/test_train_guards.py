@@ -65,6 +65,28 @@ def test_unknown_flag_and_missing_ds_config(data, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("flags, message", [
+    (["--lr", "abc"], "--lr 'abc': expected float"),
+    (["--max_steps", "1.5"], "--max_steps 1.5: expected int"),
+    (["--betas", "0.9"], "--betas 0.9: expected two numbers"),
+    (["--dropout", "1.5"], "--dropout must be in [0, 1)"),
+    (["--num_workers", "-1"], "--num_workers must be >= 0"),
+    (["--max_bad_steps", "0"], "--max_bad_steps must be >= 1"),
+    (["--micro_batch", "8", "--num_canonical_nodes", "100000"], "fewer than one micro batch per process"),
+])
+def test_bad_values_fail_at_start_and_leave_nothing(data, tmp_path, flags, message):
+    assert_clear_error(train_cli(*base_args(data, tmp_path / "run"), *flags), message, tmp_path / "run")
+
+
+def test_run_dir_that_is_a_file_or_a_bad_ds_config(data, tmp_path):
+    (tmp_path / "file").write_text("x")
+    assert_clear_error(train_cli(*base_args(data, tmp_path / "file")), "is a file; pass a folder")
+    bad = tmp_path / "ds.json"
+    bad.write_text("[1, 2]")
+    args = base_args(data, tmp_path / "run") + ["--ds_config", str(bad)]
+    assert_clear_error(train_cli(*args), "is not a JSON object", tmp_path / "run")
+
+
 def test_non_finite_steps_are_skipped_then_stop(data, tmp_path):
     run = tmp_path / "run"
     result = run_training(1, tiny_run_args("transformer-micro", data, run, zero=0, steps=30,
@@ -77,9 +99,9 @@ def test_non_finite_steps_are_skipped_then_stop(data, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("zero", [0, 3])
-def test_export_and_run_changed_settings(data, tmp_path, zero):
+def test_export_and_run_changed_settings(data, tmp_path, zero, shared_data):
     """One plain process (no launcher), ZeRO 0 and 3: export equals the live checkpoint; a resume
-    with a different model is refused."""
+    with a different model or other data is refused."""
     run = tmp_path / "run"
     result = run_training(1, tiny_run_args("backpack-micro", data, run, zero=zero, steps=6,
                                            extra=["--save_every", "3", "--wandb", "offline"]))
@@ -106,6 +128,17 @@ def test_export_and_run_changed_settings(data, tmp_path, zero):
 
     changed = run_training(1, tiny_run_args("transformer-micro", data, run, zero=zero, steps=6))
     assert changed.returncode == 2 and "was started with different settings" in changed.stderr
+    other = tmp_path / "other-data"
+    prepare_and_merge([shared_data / "tinyshakespeare" / "input.txt"], other, seq_len=64, val_fraction=0.05)
+    other_data = run_training(1, tiny_run_args("backpack-micro", other, run, zero=zero, steps=6))
+    assert other_data.returncode == 2 and "was trained on other data" in other_data.stderr
+
+    # --json output stays parseable when the tool consolidates a DeepSpeed checkpoint itself.
+    lookup = subprocess.run([sys.executable, "-m", "backpack_dist.senses", "lookup", "--checkpoint", str(run),
+                             "--word", " valley", "--json"], cwd=REPO, env=env(), capture_output=True, text=True,
+                            timeout=120)
+    assert lookup.returncode == 0, lookup.stderr[-2000:]
+    assert json.loads(lookup.stdout)
 
 
 @pytest.mark.slow

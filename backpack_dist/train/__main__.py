@@ -19,7 +19,7 @@ def main(**flags):
     if unknown:
         names = ", ".join("--" + u for u in unknown)
         raise ConfigError(f"unknown flag(s) {names}; the flags are the fields of backpack_dist/train/config.py")
-    if "betas" in flags:
+    if isinstance(flags.get("betas"), list):  # fire reads 0.9,0.95 as a tuple, [0.9,0.95] as a list
         flags["betas"] = tuple(flags["betas"])
     cfg = TrainConfig(**flags)
     from .loop import train

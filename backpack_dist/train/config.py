@@ -88,8 +88,31 @@ def grad_accumulation_steps(global_batch: int, micro_batch: int, world_size: int
     return global_batch // per_step
 
 
+def check_types(cfg: TrainConfig) -> None:
+    """fire passes what it cannot parse as a number on as text: name the flag instead of failing later."""
+    for field in dataclasses.fields(cfg):
+        value, kind = getattr(cfg, field.name), str(field.type)
+        if value is None and "None" in kind:
+            continue
+        if kind.startswith("int"):
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        elif kind.startswith("float"):
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        elif kind.startswith("bool"):
+            ok = isinstance(value, bool)
+        elif kind.startswith("str"):
+            ok = isinstance(value, str)
+        else:  # betas
+            numbers = isinstance(value, (tuple, list)) and all(isinstance(b, (int, float)) for b in value)
+            ok = numbers and len(value) == 2
+        if not ok:
+            wanted = "two numbers as 0.9,0.95" if field.name == "betas" else kind.replace(" | None", "")
+            raise ConfigError(f"--{field.name} {value!r}: expected {wanted}")
+
+
 def validate(cfg: TrainConfig, world_size: int) -> None:
     """Every check that needs no data loading: fail at start with the fix in the message."""
+    check_types(cfg)
     if cfg.model not in MODEL_NAMES:
         raise ConfigError(f"unknown model {cfg.model!r}: choose one of {', '.join(MODEL_NAMES)}")
     try:
@@ -105,9 +128,20 @@ def validate(cfg: TrainConfig, world_size: int) -> None:
                           f"`python -m data_prep text --input ... --out_dir {cfg.data_dir}` and `merge`")
     if not os.path.isfile(cfg.ds_config):
         raise ConfigError(f"DeepSpeed config {cfg.ds_config} not found; use one of ds_configs/zero*.json")
-    for name in ("global_batch", "micro_batch", "max_steps", "log_every", "eval_every", "save_every", "keep"):
+    if Path(cfg.run_dir).exists() and not Path(cfg.run_dir).is_dir():
+        raise ConfigError(f"--run_dir {cfg.run_dir} is a file; pass a folder")
+    load_ds_config(cfg.ds_config)  # valid JSON
+    for name in ("global_batch", "micro_batch", "max_steps", "log_every", "eval_every", "eval_batches", "save_every",
+                 "keep", "num_canonical_nodes", "max_bad_steps"):
         if getattr(cfg, name) < 1:
             raise ConfigError(f"--{name} must be >= 1, got {getattr(cfg, name)}")
+    for name in ("num_workers", "lr", "eps", "weight_decay", "grad_clip"):
+        if getattr(cfg, name) < 0:
+            raise ConfigError(f"--{name} must be >= 0, got {getattr(cfg, name)}")
+    if cfg.warmup_steps is not None and cfg.warmup_steps < 0:
+        raise ConfigError(f"--warmup_steps must be >= 0, got {cfg.warmup_steps}")
+    if cfg.dropout is not None and not 0 <= cfg.dropout < 1:
+        raise ConfigError(f"--dropout must be in [0, 1), got {cfg.dropout}")
     if cfg.precision not in ("auto", "bf16", "fp32"):
         raise ConfigError(f"--precision {cfg.precision!r}: use auto, bf16 or fp32")
     if cfg.wandb not in ("online", "offline", "disabled"):
@@ -120,6 +154,15 @@ def validate(cfg: TrainConfig, world_size: int) -> None:
     if cfg.loss_impl not in LOSS_IMPLEMENTATIONS:
         raise ConfigError(f"--loss_impl {cfg.loss_impl!r}: use one of {', '.join(LOSS_IMPLEMENTATIONS)}")
     grad_accumulation_steps(cfg.global_batch, cfg.micro_batch, world_size)
+
+
+def check_data_fits_run(dataset_info: dict, micro_batch: int, world_size: int, num_canonical_nodes: int) -> None:
+    """Too little data would leave some process without a full micro batch, and the loader spinning."""
+    samples = dataset_info["splits"]["train"]["samples"]
+    if samples < max(micro_batch * world_size, num_canonical_nodes):
+        raise ConfigError(
+            f"the data has {samples} training samples, fewer than one micro batch per process ({micro_batch} x "
+            f"{world_size}) or than --num_canonical_nodes {num_canonical_nodes}; prepare more data or lower them")
 
 
 def check_data_fits_model(dataset_info: dict, model_vocab: int, model_seq_len: int) -> None:
@@ -135,6 +178,9 @@ def check_data_fits_model(dataset_info: dict, model_vocab: int, model_seq_len: i
 
 def load_ds_config(path: str) -> dict:
     try:
-        return json.loads(Path(path).read_text())
+        config = json.loads(Path(path).read_text())
     except json.JSONDecodeError as e:
         raise ConfigError(f"DeepSpeed config {path} is not valid JSON: {e}") from None
+    if not isinstance(config, dict):
+        raise ConfigError(f"DeepSpeed config {path} is not a JSON object; start from ds_configs/zero2.json")
+    return config

@@ -25,6 +25,7 @@ from .config import (
     ConfigError,
     TrainConfig,
     check_data_fits_model,
+    check_data_fits_run,
     grad_accumulation_steps,
     load_ds_config,
     validate,
@@ -68,23 +69,39 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def check_run_dir(cfg: TrainConfig) -> None:
-    """A run dir holds one run: refuse to resume it with settings that change the run."""
+def data_identity(data_info: dict) -> dict:
+    """What makes two data-prep outputs the same data, wherever they are stored."""
+    train = data_info["splits"]["train"]
+    return {"seq_len": data_info["seq_len"], "tokenizer_fingerprint": data_info["tokenizer_fingerprint"],
+            "train_samples": train["samples"], "train_tokens": train["tokens"]}
+
+
+def check_run_dir(cfg: TrainConfig, data_info: dict) -> None:
+    """A run dir holds one run: once it has a checkpoint, refuse to resume it with settings or data
+    that change the run (before that, a failed start must not block the corrected command)."""
     saved_file = Path(cfg.run_dir) / "config.json"
-    if not saved_file.exists():
+    if not saved_file.exists() or checkpoint.latest_complete_step(checkpoint.checkpoints_dir(cfg.run_dir)) is None:
         return
-    saved = json.loads(saved_file.read_text())
+    try:
+        saved = json.loads(saved_file.read_text())
+    except ValueError:
+        raise ConfigError(f"{saved_file} is not valid JSON; restore it or use a new --run_dir") from None
     changed = [k for k in RESUME_INVARIANTS if saved.get(k) != getattr(cfg, k)]
     if changed:
         diff = ", ".join(f"{k}: {saved.get(k)} -> {getattr(cfg, k)}" for k in changed)
         raise ConfigError(f"run dir {cfg.run_dir} was started with different settings ({diff}); "
                           "re-run with the original flags or use a new --run_dir")
+    if "data" in saved and saved["data"] != data_identity(data_info):
+        diff = ", ".join(f"{k}: {saved['data'].get(k)} -> {v}" for k, v in data_identity(data_info).items()
+                         if saved["data"].get(k) != v)
+        raise ConfigError(f"run dir {cfg.run_dir} was trained on other data ({diff}); pass the original --data_dir "
+                          "or use a new --run_dir")
 
 
-def write_run_config(cfg: TrainConfig) -> None:
+def write_run_config(cfg: TrainConfig, data_info: dict) -> None:
     path = Path(cfg.run_dir) / "config.json"
     tmp = path.with_name(".config.json.tmp")
-    tmp.write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+    tmp.write_text(json.dumps({**cfg.to_dict(), "data": data_identity(data_info)}, indent=2) + "\n")
     tmp.replace(path)
 
 
@@ -201,8 +218,9 @@ def train(cfg: TrainConfig) -> int:
     data_info = read_data_info(cfg)
     model_cfg = model_config(cfg.model, **cfg.model_overrides)
     check_data_fits_model(data_info, model_cfg.vocab_size, model_cfg.seq_len)
+    check_data_fits_run(data_info, cfg.micro_batch, world, cfg.num_canonical_nodes)
     seq_len = data_info["seq_len"]
-    check_run_dir(cfg)
+    check_run_dir(cfg, data_info)
 
     init_distributed()
     rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
@@ -210,7 +228,7 @@ def train(cfg: TrainConfig) -> int:
     run_dir = Path(cfg.run_dir)
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
-        write_run_config(cfg)
+        write_run_config(cfg, data_info)
 
     resume_step = checkpoint.latest_complete_step(checkpoint.checkpoints_dir(run_dir))
     ds_base, resume_tag = plan_resume(load_ds_config(cfg.ds_config), run_dir, resume_step, rank, world)
