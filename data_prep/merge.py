@@ -25,8 +25,6 @@ REQUIRED_KEYS = ("seq_len", "tokenizer", "tokenizer_fingerprint", "vocab_size", 
 
 def merge(out_dir) -> dict:
     """Merge all parts of OUT; refuses (naming the parts) when any part is not committed."""
-    from streaming.base.util import merge_index
-
     out_dir = Path(out_dir).absolute()
     record = read_prep(out_dir)
     settings, sid = record["settings"], record["settings_id"]
@@ -42,6 +40,8 @@ def merge(out_dir) -> dict:
             f"{len(missing)} of {n_parts} parts of {out_dir} are not committed ({names}); rerun the prep jobs "
             "with the same settings (part p belongs to --shard_index p % --num_shards), then merge again"
         )
+    from streaming.base.util import merge_index  # slow to import: after the checks
+
     (out_dir / "dataset.json").unlink(missing_ok=True)
     for split in SPLITS:
         split_dir = out_dir / split

@@ -1,6 +1,7 @@
 """data_prep as real processes: three concurrent CLI jobs + merge equal one job, a job killed
 with SIGKILL mid-part and rerun (with two workers) equals an uninterrupted one, CLI errors."""
 
+import gzip
 import hashlib
 import os
 import signal
@@ -107,18 +108,50 @@ def test_job_killed_mid_part_and_rerun_gives_the_same_result(shared_data, refere
     assert shard_hashes(out) == shard_hashes(reference)
 
 
-def test_cli_errors_are_one_line_with_no_output(tmp_path):
+def test_cli_errors_are_one_line_with_no_output(shared_data, tmp_path):
     out = tmp_path / "out"
-    rc, _, err = run_cli("text", "--input", tmp_path / "nothing.txt", "--out_dir", out)
-    missing = tmp_path / "nothing.txt"
-    assert rc == 2 and err.strip().splitlines() == [f"data_prep: error: input '{missing}' does not exist"]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
-    rc, _, err = run_cli("openwebtext", "--out_dir", out, env=env)
-    assert rc == 2, err
-    lines = err.strip().splitlines()
-    assert lines[-1].startswith("data_prep: error: cannot load the Hugging Face dataset 'Skylion007/openwebtext'")
-    assert "pass --input" in lines[-1]
-    assert not out.exists()
+    text = shared_data / "tinyshakespeare/input.txt"
+    gz = tmp_path / "docs.jsonl.gz"
+    gz.write_bytes(gzip.compress(b'{"text": "a document"}\n'))
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "prep.json").write_text("{")
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    cases = {  # arguments -> the one line on stderr
+        ("text", "--input", tmp_path / "nothing.txt", "--out_dir", out):
+            f"input '{tmp_path / 'nothing.txt'}' does not exist",
+        ("text", "--input", text, text, "--out_dir", out): f"unexpected argument '{text}'",
+        ("text", "--input", gz, "--out_dir", out): f"input {gz} is gzip-compressed; decompress it first",
+        ("text", "--input", text, "--out_dir", out, "--seq_len", "abc"): "--seq_len must be an integer >= 1, got 'abc'",
+        ("text", "--input", text, "--out_dir", out, "--part_mb", "abc"): "--part_mb must be a number, got 'abc'",
+        ("text", "--input", text, "--out_dir", out, "--tokenizer", "/nope.tiktoken"):
+            "tokenizer '/nope.tiktoken' is neither 'gpt2' nor an existing .tiktoken file",
+        ("text", "--input", text, "--out_dir", a_file): f"--out_dir {a_file} is a file; pass a folder path",
+        ("merge", "--out_dir", broken): f"{broken / 'prep.json'} is corrupt (not valid JSON",
+        ("inspect", broken, "--samples", "abc"): "--samples must be an integer >= 0, got 'abc'",
+        ("openwebtext", "--out_dir", out, "--seq_len", "abc"): "--seq_len must be an integer >= 1, got 'abc'",
+        (): "no command given; usage: python -m data_prep {text,openwebtext,merge,inspect}",
+    }
+    # Offline (the HF endpoint refuses connections): one line at once, not 24 s of retry warnings.
+    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower() and not k.startswith("HF_")}
+    env.update(HF_ENDPOINT="http://127.0.0.1:9", HF_HOME=str(tmp_path / "hf"))
+    started = time.time()
+    offline = cli("openwebtext", "--out_dir", out, env=env)
+    jobs = {args: cli(*args) for args in cases}  # all at once: each takes a fraction of a second
+    _, err = offline.communicate(timeout=120)
+    assert offline.returncode == 2 and time.time() - started < 20, err  # retrying takes 23 s of sleeps alone
+    assert err.strip().splitlines() == [
+        "data_prep: error: cannot load the Hugging Face dataset 'Skylion007/openwebtext' (ConnectionError: "
+        "Couldn't reach 'Skylion007/openwebtext' on the Hub (OfflineModeIsEnabled)); 127.0.0.1 is unreachable "
+        "and the HF cache does not hold it; without internet pass --input with local copies (parquet/arrow/jsonl "
+        "files or folders)"]
+    for args, expected in cases.items():
+        _, err = jobs[args].communicate(timeout=120)
+        assert jobs[args].returncode == 2, (args, err)
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("data_prep: ") and expected in lines[0], (args, err)
+    assert not out.exists() and os.listdir(broken) == ["prep.json"] and a_file.read_text() == "x"
 
 
 def test_sigterm_stops_the_job_and_its_workers(shared_data, tmp_path):
