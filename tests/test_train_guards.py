@@ -111,6 +111,9 @@ def test_export_and_run_changed_settings(data, tmp_path, zero, shared_data):
     records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert {"step", "loss", "lr", "grad_norm", "tokens_per_s", "mfu", "tokens_seen"} <= set(records[0])
     assert any("val_loss" in r and "val_ppl" in r for r in records)
+    # Linear warmup over 2 steps, then linear decay to 0 over the rest (step s at iteration s - 1).
+    lrs = [r["lr"] for r in records if "lr" in r]
+    assert lrs == pytest.approx([0.0, 1.5e-3, 3e-3, 2.25e-3, 1.5e-3, 0.75e-3])
     assert any((run / "wandb").glob("offline-run-*"))
 
     out = tmp_path / "export"
