@@ -13,6 +13,8 @@ from ..model import MODEL_NAMES, model_config
 # EX_TEMPFAIL, "try again later". The SLURM launchers requeue the job on it; clusters can also
 # list it in slurm.conf's RequeueExit.
 PREEMPTED_EXIT_CODE = 75
+# The repository's ZeRO-2 config, found from any working directory.
+DEFAULT_DS_CONFIG = str(Path(__file__).resolve().parents[2] / "ds_configs" / "zero2.json")
 
 
 class ConfigError(ValueError):
@@ -24,7 +26,7 @@ class TrainConfig:
     model: str = "backpack-small"
     data_dir: str = ""
     run_dir: str = ""
-    ds_config: str = "ds_configs/zero2.json"
+    ds_config: str = DEFAULT_DS_CONFIG
     # Batch: global batch in sequences; gradient accumulation = global / (micro * world).
     global_batch: int = 1024
     micro_batch: int = 16
