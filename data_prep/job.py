@@ -25,6 +25,7 @@ from .parts import (
     committed_manifest,
     part_keys,
     part_name,
+    settings_id,
 )
 from .sources import check_has_documents, expand_inputs, piece_to_json, plan_parts
 
@@ -246,9 +247,9 @@ def run_job(inputs, out_dir, *, num_shards: int = 1, shard_index: int = 0, worke
     out_dir, num_shards, shard_index = job["out_dir"], job["num_shards"], job["shard_index"]
     settings = make_settings(expand_inputs(inputs), **{**DEFAULTS, **options})
     claim_output(out_dir, settings, job["overwrite"])
-    keys = part_keys(settings)
+    keys, sid = part_keys(settings), settings_id(settings)
     mine = [p for p in range(len(settings["parts"])) if p % num_shards == shard_index]
-    todo = [p for p in mine if committed_manifest(out_dir, p, keys[p]) is None]
+    todo = [p for p in mine if committed_manifest(out_dir, p, keys[p], sid) is None]
     if todo:
         (out_dir / "dataset.json").unlink(missing_ok=True)  # the merged view is stale from now on
     if todo:

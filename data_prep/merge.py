@@ -32,7 +32,7 @@ def merge(out_dir) -> dict:
     n_parts = len(keys)
     manifests, missing = [], []
     for index in range(n_parts):
-        manifest = committed_manifest(out_dir, index, keys[index])
+        manifest = committed_manifest(out_dir, index, keys[index], sid)
         (missing.append(index) if manifest is None else manifests.append(manifest))
     if missing:
         names = ", ".join(part_name(i) for i in missing[:5]) + (" ..." if len(missing) > 5 else "")

@@ -149,9 +149,9 @@ def claim_output(out_dir: Path, settings: dict, overwrite: bool) -> None:
                 f"{out_dir} was written with different settings (changed: {', '.join(changed)}); "
                 "use another --out_dir, or pass --overwrite to rebuild it (unchanged parts are kept)"
             )
-        old_keys, new_keys = part_keys(old), part_keys(settings)
-        lost = [i for i, key in enumerate(old_keys)
-                if (i >= len(new_keys) or new_keys[i] != key) and committed_manifest(out_dir, i, key) is not None]
+        old_keys, new_keys, old_sid = part_keys(old), part_keys(settings), settings_id(old)
+        lost = [i for i, key in enumerate(old_keys) if (i >= len(new_keys) or new_keys[i] != key)
+                and committed_manifest(out_dir, i, key, old_sid) is not None]
         if lost:
             tmp.unlink()
             files = [a["path"] for a, b in zip(old["inputs"], settings["inputs"], strict=True) if a != b]
@@ -184,14 +184,21 @@ def manifest_path(out_dir: Path, index: int) -> Path:
     return out_dir / "parts" / f"{part_name(index)}.json"
 
 
-def committed_manifest(out_dir: Path, index: int, key: str) -> dict | None:
-    """The part's manifest when the part is committed with this key (see part_keys), else None."""
+def committed_manifest(out_dir: Path, index: int, key: str, sid: str | None = None) -> dict | None:
+    """The part's manifest when the part is committed with this key (see part_keys), else None.
+    A manifest from before part keys counts while the whole settings are the same (sid)."""
     path = manifest_path(out_dir, index)
     try:
         manifest = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    if not isinstance(manifest, dict) or manifest.get("part_key") != key:
+    if not isinstance(manifest, dict):
+        return None
+    if "part_key" in manifest:
+        committed = manifest["part_key"] == key
+    else:  # written before part keys existed
+        committed = sid is not None and manifest.get("settings_id") == sid
+    if not committed:
         return None
     if not all((out_dir / split / part_name(index) / "index.json").is_file() for split in SPLITS):
         return None
@@ -199,7 +206,8 @@ def committed_manifest(out_dir: Path, index: int, key: str) -> dict | None:
 
 
 def count_committed(out_dir: Path, settings: dict) -> int:
-    return sum(committed_manifest(out_dir, i, key) is not None for i, key in enumerate(part_keys(settings)))
+    sid = settings_id(settings)
+    return sum(committed_manifest(out_dir, i, key, sid) is not None for i, key in enumerate(part_keys(settings)))
 
 
 class TokenSampleEncoder:

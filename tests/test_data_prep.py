@@ -465,3 +465,16 @@ def test_bad_option_values_are_named_errors(shared_data, tmp_path):
     assert not out.exists()
     with pytest.raises(ValueError, match=r"--samples must be an integer >= 0, got 'abc'"):
         data_prep.inspect(out, samples="abc")
+
+
+def test_manifests_from_before_part_keys_count_while_the_settings_are_unchanged(shared_data, tmp_path):
+    src = [shared_data / "tinyshakespeare/input.txt"]
+    out = tmp_path / "out"
+    data_prep.prepare_text(src, out, seq_len=64, val_fraction=0.01, part_mb=0.6)
+    for path in (out / "parts").glob("part-*.json"):  # as an earlier version wrote them
+        manifest = json.loads(path.read_text())
+        del manifest["part_key"]
+        path.write_text(json.dumps(manifest))
+    assert data_prep.prepare_text(src, out, seq_len=64, val_fraction=0.01, part_mb=0.6)["parts_built"] == []
+    redo = data_prep.prepare_text(src, out, seq_len=32, val_fraction=0.01, part_mb=0.6, overwrite=True)
+    assert redo["parts_built"] == ["part-00000", "part-00001"]
