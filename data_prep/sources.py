@@ -142,7 +142,7 @@ def _check_head(path: str, kind: str, text_field: str) -> None:
         objects = []
         for line in lines:
             try:
-                obj = json.loads(line)
+                obj = json.loads(line.decode("utf-8", errors="replace"))  # bad bytes are repaired later
             except ValueError:
                 continue
             if isinstance(obj, dict):

@@ -367,9 +367,12 @@ def test_compressed_binary_and_documentless_input_is_refused_before_writing(tmp_
     late = tmp_path / "late.jsonl"
     late.write_text((json.dumps({"text": " " * 100}) + "\n") * 15_000
                     + json.dumps({"text": "the only document"}) + "\n")
-    summary = data_prep.prepare_text([late, src / "empty.txt"], out, part_mb=64)
-    assert summary["documents"] == 1 and summary["skipped"] == {"empty": 15_000, "missing_text": 0, "invalid_json": 0}
-    assert summary["repaired"] == {"invalid_utf8_repaired": 0, "long_doc_sliced": 0}
+    # Latin-1 bytes in every line of a jsonl file are repaired, not taken for lines without objects.
+    latin1 = tmp_path / "latin1.jsonl"
+    latin1.write_bytes(b'{"text": "caf\xe9"}\n' * 3)
+    summary = data_prep.prepare_text([late, latin1, src / "empty.txt"], out, part_mb=64)
+    assert summary["documents"] == 4 and summary["skipped"] == {"empty": 15_000, "missing_text": 0, "invalid_json": 0}
+    assert summary["repaired"] == {"invalid_utf8_repaired": 3, "long_doc_sliced": 0}
 
 
 def test_a_file_broken_mid_read_is_replaced_and_the_rerun_keeps_committed_parts(tmp_path):
