@@ -64,6 +64,12 @@ def leftover_problem(fn, args: list[str]) -> str | None:
 def run(component, argv: list[str] | None = None, name: str | None = None, prefix: str = "error", **fire_options):
     """fire.Fire(component) after checking the arguments; a bad one exits 2 with one line."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    if not inspect.isfunction(component) and not argv:
+        # Without a command fire prints the help and exits 0, which a script would take for success.
+        names = component if isinstance(component, dict) else [n for n in vars(component) if not n.startswith("_")]
+        print(f"{prefix}: no command given; usage: {name or ''} {{{','.join(names)}}} ... "
+              f"(COMMAND --help lists its options)", file=sys.stderr)
+        sys.exit(2)
     fn, args = _command(component, argv)
     problem = leftover_problem(fn, args) if fn is not None else None
     if problem:

@@ -87,20 +87,11 @@ _MAIN_PID = os.getpid()
 def main() -> None:
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
     try:
-        cli.run(Commands, name="data_prep", prefix="data_prep: error")
+        cli.run(Commands, name="python -m data_prep", prefix="data_prep: error")
     except PrepError as e:
         print(f"data_prep: error: {e}", file=sys.stderr)
         sys.exit(2)
 
 
-def _require_command() -> None:
-    # Without a command fire prints the help and exits 0, which a script would take for success.
-    if len(sys.argv) < 2:
-        print("data_prep: error: no command given; usage: python -m data_prep {text,openwebtext,merge,inspect} "
-              "... (python -m data_prep COMMAND --help lists its options)", file=sys.stderr)
-        sys.exit(2)
-
-
 if __name__ == "__main__":
-    _require_command()
     main()

@@ -178,9 +178,9 @@ def summary(out: Path, runs: dict, exports: dict, results: dict, started: float)
 
 
 @functools.wraps(main)  # the flags are main's parameters
-def cli(**kwargs):
+def cli(*args, **kwargs):  # fire passes main's parameters positionally
     try:
-        main(**kwargs)
+        main(*args, **kwargs)
     except StageFailed as e:
         print(f"\ndemo failed: {e}; fix the error above and rerun (finished stages are reused)", file=sys.stderr)
         sys.exit(1)
