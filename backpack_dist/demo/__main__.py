@@ -67,17 +67,23 @@ def last_metrics(run_dir: Path) -> dict:
 
 def topic_sense(export_dir: Path, word: str, topic: str) -> tuple[int, list[str]]:
     """The sense of `word` whose vocabulary projection, relative to the word's mean sense, favours
-    `topic`'s nouns most: the one the intervention zeroes."""
+    `topic`'s nouns and verbs most over those of the word's other topic (a sense that favours
+    nouns in general would otherwise win): the one the intervention zeroes."""
 
     from ..pretrained import load_pretrained
     from ..senses.lookup import sense_scores
     from .corpus import TOPICS
 
     model, enc, _ = load_pretrained(export_dir)
-    ids = lambda words: [enc.encode_ordinary(" " + w)[0] for w in words]  # noqa: E731
     scores = sense_scores(model, enc.encode_ordinary(" " + word)[0], relative=True)
-    preference = scores[:, ids(TOPICS[topic]["n"])].mean(1)
-    best = int(preference.argmax())
+
+    def preference(name):
+        words = TOPICS[name]["n"] + TOPICS[name]["v"]
+        return scores[:, [enc.encode_ordinary(" " + w)[0] for w in words]].mean(1)
+
+    others = [name for name, t in TOPICS.items() if t["w"] == word and name != topic]
+    contrast = preference(topic) - sum(preference(name) for name in others) / max(1, len(others))
+    best = int(contrast.argmax())
     return best, [enc.decode([int(i)]) for i in scores[best].topk(6).indices]
 
 

@@ -229,6 +229,9 @@ def train(cfg: TrainConfig) -> int:
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_run_config(cfg, data_info)
+        if seq_len < model_cfg.seq_len:
+            report(f"warning: the data's samples hold {seq_len} tokens but the model's context is {model_cfg.seq_len}; "
+                   f"positions past {seq_len} are never trained (prepare the data with --seq_len {model_cfg.seq_len})")
 
     resume_step = checkpoint.latest_complete_step(checkpoint.checkpoints_dir(run_dir))
     ds_base, resume_tag = plan_resume(load_ds_config(cfg.ds_config), run_dir, resume_step, rank, world)
