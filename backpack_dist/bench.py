@@ -414,11 +414,7 @@ def bench(models: str = ",".join(MODEL_NAMES), micro_batch: int | None = None, s
 
 
 def main(argv=None) -> None:
-    try:
-        cli.run(bench, argv, name="python -m backpack_dist.bench")
-    except BenchError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    cli.run(bench, argv, name="python -m backpack_dist.bench", errors=(BenchError,))
 
 
 if __name__ == "__main__":

@@ -61,8 +61,10 @@ def leftover_problem(fn, args: list[str]) -> str | None:
             "(no spaces)")
 
 
-def run(component, argv: list[str] | None = None, name: str | None = None, prefix: str = "error", **fire_options):
-    """fire.Fire(component) after checking the arguments; a bad one exits 2 with one line."""
+def run(component, argv: list[str] | None = None, name: str | None = None, prefix: str = "error",
+        errors: tuple[type[BaseException], ...] = (), **fire_options):
+    """fire.Fire(component) after checking the arguments; a bad one, or one of the tool's own
+    `errors` (bad input it found), exits 2 with one line."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if not inspect.isfunction(component) and not argv:
         # Without a command fire prints the help and exits 0, which a script would take for success.
@@ -75,4 +77,8 @@ def run(component, argv: list[str] | None = None, name: str | None = None, prefi
     if problem:
         print(f"{prefix}: {problem}", file=sys.stderr)
         sys.exit(2)
-    return fire.Fire(component, command=argv, name=name, **fire_options)
+    try:
+        return fire.Fire(component, command=argv, name=name, **fire_options)
+    except errors as e:
+        print(f"{prefix}: {e}", file=sys.stderr)
+        sys.exit(2)

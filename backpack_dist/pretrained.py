@@ -48,7 +48,7 @@ def save_pretrained(state_dict: dict, config: ModelConfig, out_dir, *, model_nam
     out_dir = check_export_target(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; an export is for the whole team
+    os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes it private; an export is for the whole team
     try:
         tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in state_dict.items()}
         save_file(tensors, tmp / WEIGHTS, metadata={"format": FORMAT})
@@ -68,7 +68,8 @@ def save_pretrained(state_dict: dict, config: ModelConfig, out_dir, *, model_nam
     return out_dir
 
 
-def _umask() -> int:
+def current_umask() -> int:
+    """The process's umask (os.umask can only be read by setting it), for files made private by mkstemp/mkdtemp."""
     mask = os.umask(0)
     os.umask(mask)
     return mask

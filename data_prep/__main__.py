@@ -86,11 +86,7 @@ _MAIN_PID = os.getpid()
 
 def main() -> None:
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
-    try:
-        cli.run(Commands, name="python -m data_prep", prefix="data_prep: error")
-    except PrepError as e:
-        print(f"data_prep: error: {e}", file=sys.stderr)
-        sys.exit(2)
+    cli.run(Commands, name="python -m data_prep", prefix="data_prep: error", errors=(PrepError,))
 
 
 if __name__ == "__main__":

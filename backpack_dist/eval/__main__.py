@@ -38,22 +38,18 @@ def summary(report: dict) -> str:
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     commands = {"table": table, "install_lm_eval": install_lm_eval}
-    try:
-        if argv and argv[0] in commands:
-            cli.run(commands[argv[0]], argv[1:], name=f"backpack_dist.eval {argv[0]}")
-        else:
-            from .runner import evaluate
+    if argv and argv[0] in commands:
+        cli.run(commands[argv[0]], argv[1:], name=f"backpack_dist.eval {argv[0]}", errors=(ValueError,))
+        return
+    from .runner import evaluate
 
-            @functools.wraps(evaluate)  # fire reads the flags from evaluate's signature
-            def run(*args, **kwargs):
-                report = evaluate(*args, **kwargs)
-                if os.environ.get("RANK", "0") == "0":  # one summary for a torchrun-sharded run
-                    print(summary(report))
+    @functools.wraps(evaluate)  # fire reads the flags from evaluate's signature
+    def run(*args, **kwargs):
+        report = evaluate(*args, **kwargs)
+        if os.environ.get("RANK", "0") == "0":  # one summary for a torchrun-sharded run
+            print(summary(report))
 
-            cli.run(run, argv, name="backpack_dist.eval")
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    cli.run(run, argv, name="backpack_dist.eval", errors=(ValueError,))
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import torch
 import torch.distributed as dist
 from fire.decorators import SetParseFn
 
-from ..pretrained import load_pretrained
+from ..pretrained import current_umask, load_pretrained
 from .blimp import evaluate_blimp, load_blimp
 from .lambada import evaluate_lambada, load_lambada
 from .options import int_option, resolve_device
@@ -46,12 +46,6 @@ def parse_tasks(tasks) -> list[str]:
     return out
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def check_out(out) -> None:
     """Fail before any scoring when the results file cannot be written: --out must not be a
     folder, and its nearest existing parent must be a folder that accepts new files."""
@@ -77,7 +71,7 @@ def write_json_atomic(data: dict, out) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
     try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes it private; results are for everyone
+        os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp makes it private; results are for everyone
         with os.fdopen(fd, "w") as f:
             json.dump(data, f, indent=2, allow_nan=False)  # NaN is not JSON: fail rather than write it
             f.write("\n")

@@ -28,8 +28,4 @@ def main(**flags):
 
 
 if __name__ == "__main__":
-    try:
-        cli.run(main, name="python -m backpack_dist.train")
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    cli.run(main, name="python -m backpack_dist.train", errors=(ConfigError,))
