@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import os
 import sys
 
 import fire
@@ -80,5 +81,6 @@ def run(component, argv: list[str] | None = None, name: str | None = None, prefi
     try:
         return fire.Fire(component, command=argv, name=name, **fire_options)
     except errors as e:
-        print(f"{prefix}: {e}", file=sys.stderr)
+        if os.environ.get("RANK", "0") == "0":  # under a launcher every rank finds the same problem: say it once
+            print(f"{prefix}: {e}", file=sys.stderr)
         sys.exit(2)

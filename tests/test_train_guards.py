@@ -64,6 +64,13 @@ def test_unknown_flag_and_missing_ds_config(data, tmp_path):
     assert_clear_error(train_cli(*args), "zero9.json not found", tmp_path / "run")
 
 
+def test_a_bad_value_is_reported_once_under_the_deepspeed_launcher(data, tmp_path):
+    result = run_training(2, base_args(data, tmp_path / "run") + ["--dropout", "1.5"])
+    assert result.returncode != 0
+    assert (result.stdout + result.stderr).count("error: --dropout must be in [0, 1)") == 1
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("flags, message", [
     (["--lr", "abc"], "--lr 'abc': expected float"),
