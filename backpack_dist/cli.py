@@ -12,6 +12,7 @@ import difflib
 import inspect
 import os
 import sys
+from pathlib import Path
 
 import fire
 from fire import decorators
@@ -19,6 +20,13 @@ from fire.core import FireError, _MakeParseFn, _ParseKeywordArgs  # fire's own p
 from fire.inspectutils import GetFullArgSpec
 
 HELP_FLAGS = {"-h", "--help", "--helpfull", "--"}
+
+
+def nearest_existing(path) -> Path:
+    """path itself or its nearest ancestor that exists: where an output path's checks start (a
+    file there means no folder can be made on the way)."""
+    path = Path(path).absolute()
+    return next(p for p in (path, *path.parents) if p.exists())
 
 
 def _command(component, argv: list[str]):

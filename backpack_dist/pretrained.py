@@ -14,6 +14,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from .cli import nearest_existing
 from .model import ModelConfig, model_from_config
 from .tokenizer import GPT2, load_tokenizer, tokenizer_fingerprint
 
@@ -35,9 +36,9 @@ def check_export_target(out_dir) -> Path:
             shown = ", ".join(sorted(entries)[:3]) + (", ..." if len(entries) > 3 else "")
             raise ValueError(f"--out {out_dir} exists and is not an earlier export (it holds {shown}); "
                              "pass a new folder")
-    for parent in out_dir.parents:
-        if parent.exists() and not parent.is_dir():
-            raise ValueError(f"--out {out_dir}: {parent} is a file, not a folder")
+    parent = nearest_existing(out_dir.parent)
+    if not parent.is_dir():
+        raise ValueError(f"--out {out_dir}: {parent} is a file, not a folder")
     return out_dir
 
 

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from backpack_dist.cli import nearest_existing
+
 from .errors import PrepError
 from .packing import DocumentTokenizer, SamplePacker, is_validation
 from .sources import Piece, piece_from_json, piece_to_json
@@ -93,12 +95,10 @@ def read_prep(out_dir: Path) -> dict:
 
 def check_out_dir(out_dir: Path) -> None:
     """--out_dir must be a folder or a path that can become one (not a file, nor under a file)."""
-    for p in (out_dir, *out_dir.parents):
-        if p.exists():
-            if not p.is_dir():
-                what = "is a file" if p == out_dir else f"is under {p}, which is a file"
-                raise PrepError(f"--out_dir {out_dir} {what}; pass a folder path")
-            return
+    p = nearest_existing(out_dir)
+    if not p.is_dir():
+        what = "is a file" if p == out_dir.absolute() else f"is under {p}, which is a file"
+        raise PrepError(f"--out_dir {out_dir} {what}; pass a folder path")
 
 
 def claim_output(out_dir: Path, settings: dict, overwrite: bool) -> None:

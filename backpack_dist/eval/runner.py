@@ -14,6 +14,7 @@ import torch
 import torch.distributed as dist
 from fire.decorators import SetParseFn
 
+from ..cli import nearest_existing
 from ..pretrained import current_umask, load_pretrained
 from .blimp import evaluate_blimp, load_blimp
 from .lambada import evaluate_lambada, load_lambada
@@ -52,9 +53,7 @@ def check_out(out) -> None:
     out = Path(out)
     if out.is_dir():
         raise ValueError(f"--out {out} is a folder; pass a file name such as {out / 'results.json'}")
-    parent = out.parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
+    parent = nearest_existing(out.parent)
     if not parent.is_dir():
         raise ValueError(f"--out {out}: {parent} is not a folder; pass a path in a writable folder")
     try:  # os.access says yes to root even where nothing can be created (/proc, read-only mounts)
