@@ -16,7 +16,7 @@ from pathlib import Path
 
 import fire
 from fire import decorators
-from fire.core import FireError, _MakeParseFn, _ParseKeywordArgs  # fire's own parser: the check agrees with it
+from fire.core import FireError, _IsFlag, _MakeParseFn, _ParseKeywordArgs  # fire's own parser: the check agrees with it
 from fire.inspectutils import GetFullArgSpec
 
 HELP_FLAGS = {"-h", "--help", "--helpfull", "--"}
@@ -44,18 +44,47 @@ def _command(component, argv: list[str]):
     return None, []
 
 
+def repeated_flag(args: list[str], params: list[str]) -> str | None:
+    """The first parameter given twice (fire silently keeps the last value), read the way fire
+    reads flags: --name VALUE, --name=VALUE, --name / --noname for booleans, -n for a unique initial."""
+    seen = set()
+    skip = False
+    for index, argument in enumerate(args):
+        if skip or not _IsFlag(argument):
+            skip = False
+            continue
+        key = argument.lstrip("-").split("=", 1)[0].replace("-", "_")
+        is_bool = "=" not in argument and (index + 1 == len(args) or _IsFlag(args[index + 1]))
+        skip = "=" not in argument and not is_bool
+        if key not in params and is_bool and key.startswith("no") and key[2:] in params:
+            key = key[2:]
+        elif key not in params and len(key) == 1:
+            initials = [p for p in params if p[0] == key]
+            key = initials[0] if len(initials) == 1 else key
+        if key in params and key in seen:
+            return key
+        seen.add(key)
+    return None
+
+
 def leftover_problem(fn, args: list[str]) -> str | None:
     """A one-line description of the first argument fire would not use as meant, or None."""
     if any(a in HELP_FLAGS for a in args):
         return None
     spec = GetFullArgSpec(fn)
-    given, unknown, bare = _ParseKeywordArgs(args, spec)
+    try:
+        given, unknown, bare = _ParseKeywordArgs(args, spec)
+    except FireError as e:  # a one-letter flag that fits several parameters
+        return f"{e}; spell the flag out"
     if unknown:
         flag = unknown[0].split("=", 1)[0]
         known = [p for p in spec.args + spec.kwonlyargs if p != "self"]
         close = difflib.get_close_matches(flag.lstrip("-").replace("-", "_"), known, n=1)
         hint = f"did you mean --{close[0]}?" if close else "the flags are: " + ", ".join(f"--{k}" for k in known)
         return f"unknown flag {flag}; {hint}"
+    repeated = repeated_flag(args, spec.args + spec.kwonlyargs)
+    if repeated:
+        return f"--{repeated} is given twice (fire would keep the last); give it once, several values as a,b,c"
     try:
         _MakeParseFn(fn, decorators.GetMetadata(fn))(args)
     except FireError as e:  # a required argument is missing

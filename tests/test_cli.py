@@ -20,6 +20,11 @@ from data_prep.__main__ import Commands
     (["m", "--tasks", "lambada,wikitext", "--limit", "3"], None),
     (["--checkpoint", "m", "--noprogress"], None),
     (["--checkpoint", "m", "--json"], "unknown flag --json; the flags are: --checkpoint, --tasks"),
+    (["m", "--tasks", "owt", "--tasks=lambada"], "--tasks is given twice"),
+    (["--checkpoint", "m", "-c", "n"], "--checkpoint is given twice"),
+    (["m", "--progress", "--noprogress"], "--progress is given twice"),
+    (["m", "-l", "3"], "The argument '-l' is ambiguous"),
+    (["--checkpoint", "m", "--tasks", "owt", "--limit", "3", "--noprogress"], None),
 ])
 def test_eval_arguments(args, expected):
     problem = leftover_problem(evaluate, args)
