@@ -110,9 +110,10 @@ def batch(T, B=2, seed=0, vocab=101):
     return ids, targets, scales
 
 
-def loss_and_grads(model, ids, targets, **kwargs):
+def loss_and_grads(model, ids, targets, run=None, **kwargs):
+    """Loss and gradients; `run` (e.g. the compiled model) does the forward pass."""
     model.zero_grad(set_to_none=True)
-    loss = model(ids, targets=targets, **kwargs)
+    loss = (model if run is None else run)(ids, targets=targets, **kwargs)
     loss.backward()
     return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
@@ -163,6 +164,21 @@ def test_transformer_chunked_loss_equals_full(T):
     ref = loss_and_grads(model.set_implementation(loss="full"), ids, targets)
     assert_same_training_signal(loss_and_grads(model.set_implementation(loss="chunked", loss_chunk_tokens=4),
                                                ids, targets), ref)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", ["backpack", "transformer"])
+def test_compiled_model_equals_eager(family):
+    """torch.compile (inductor's CPU code here, Triton on a GPU in test_gpu.py) with the default
+    implementations: same loss and gradients as the eager reference paths."""
+    torch.manual_seed(0)
+    model = build_model(f"{family}-micro", **tiny_overrides())
+    ids, targets, scales = batch(9)
+    kwargs = {"sense_scales": scales} if family == "backpack" else {}
+    reference = {"sense_sum": "reference"} if family == "backpack" else {}
+    ref = loss_and_grads(model.set_implementation(loss="full", **reference), ids, targets, **kwargs)
+    model.set_implementation(**{k: "auto" for k in ("loss", *reference)})
+    assert_same_training_signal(loss_and_grads(model, ids, targets, run=torch.compile(model), **kwargs), ref)
 
 
 def test_defaults_and_bad_names():

@@ -103,7 +103,7 @@ def model_signal(model, ids, targets, autocast, run=None, **kwargs):
     """Loss and fp32 copies of every gradient; `run` (e.g. the compiled model) does the forward pass."""
     model.zero_grad(set_to_none=True)
     with torch.autocast(DEV, dtype=torch.bfloat16, enabled=autocast):
-        loss = (run or model)(ids, targets=targets, **kwargs)
+        loss = (model if run is None else run)(ids, targets=targets, **kwargs)
     loss.backward()
     return loss.detach().float(), {n: p.grad.float().clone() for n, p in model.named_parameters() if p.grad is not None}
 
