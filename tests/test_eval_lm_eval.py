@@ -84,9 +84,10 @@ def test_lm_eval_command_line_matches_our_harness(eval_models, shared_data, tmp_
     tasks = tmp_path / "tasks"
     tasks.mkdir()
     (tasks / "lambada_local.yaml").write_text(LAMBADA_TASK.format(path=tmp_path / "lambada8.jsonl"))
-    argv = ["lm_eval", "--model", "backpack", "--model_args", f"checkpoint={eval_models['backpack']}",
-            "--device", "cpu", "--tasks", "lambada_local", "--include_path", str(tasks),
-            "--output_path", str(tmp_path / "out"), "--batch_size", "4"]
+    # batch_size and device in --model_args, as docs/eval.md shows: lm_eval also passes its own defaults.
+    argv = ["lm_eval", "--model", "backpack", "--model_args",
+            f"checkpoint={eval_models['backpack']},batch_size=4,device=cpu", "--tasks", "lambada_local",
+            "--include_path", str(tasks), "--output_path", str(tmp_path / "out")]
     script = (f"import site, sys; site.addsitedir({str(site)!r}); sys.argv = {argv!r}; "
               "from lm_eval.__main__ import cli_evaluate; cli_evaluate()")
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600,

@@ -35,6 +35,19 @@ class BackpackLMEval(LM):
         self.max_gen_toks = int(max_gen_toks)
         self._device = self.scorer.device
 
+    # lm_eval always adds its own --batch_size and --device: a value given in --model_args
+    # (checkpoint=PATH,batch_size=32) wins instead of being passed twice.
+    @classmethod
+    def create_from_arg_obj(cls, arg_dict: dict, additional_config: dict | None = None):
+        extras = {k: v for k, v in (additional_config or {}).items() if v is not None and k not in arg_dict}
+        return cls(**arg_dict, **extras)
+
+    @classmethod
+    def create_from_arg_string(cls, arg_string: str, additional_config: dict | None = None):
+        from lm_eval.utils import simple_parse_args_string
+
+        return cls.create_from_arg_obj(simple_parse_args_string(arg_string), additional_config)
+
     def encode_request(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
         """Token ids of (context, continuation); trailing spaces of the context move to the
         continuation, where GPT-2's tokenizer attaches them to the next word."""
