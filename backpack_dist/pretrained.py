@@ -53,6 +53,7 @@ def save_pretrained(state_dict: dict, config: ModelConfig, out_dir, *, model_nam
     try:
         tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in state_dict.items()}
         save_file(tensors, tmp / WEIGHTS, metadata={"format": FORMAT})
+        os.chmod(tmp / WEIGHTS, 0o666 & ~current_umask())  # safetensors makes it 0600
         tokenizer_entry = GPT2
         if tokenizer != GPT2:
             shutil.copyfile(tokenizer, tmp / TOKENIZER_FILE)

@@ -49,6 +49,8 @@ def test_export_replaces_only_an_earlier_export(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert out.stat().st_mode & 0o777 == 0o777 & ~umask  # readable by the team, not mkdtemp's 0700
+    for file in out.iterdir():  # safetensors writes its file 0600
+        assert file.stat().st_mode & 0o777 == 0o666 & ~umask, file.name
 
 
 def test_damaged_export_is_a_clear_error(tmp_path):
