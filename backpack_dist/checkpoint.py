@@ -155,6 +155,10 @@ def load(engine, run_dir, step: int, tag: str | None = None) -> dict:
 
 def _resolve_checkpoint(path: Path, step: int | None = None) -> tuple[Path, str]:
     """A run dir, its checkpoints/ dir, or one step folder -> (checkpoints dir, tag)."""
+    if not path.exists():
+        raise ValueError(f"{path} does not exist (give a run dir, its checkpoints/ or one step_N folder)")
+    if (path / "model.safetensors").is_file():
+        raise ValueError(f"{path} is already an export (model.safetensors): load it directly, nothing to export")
     if TAG_RE.match(path.name):
         if not (path / COMPLETE).is_file():
             raise ValueError(f"checkpoint {path} is incomplete (no {COMPLETE} marker): its save was interrupted")
@@ -208,7 +212,7 @@ def export_in_memory(path, step: int | None = None):
     # DeepSpeed's consolidation prints progress on stdout, which would corrupt the tools' --json output.
     with contextlib.redirect_stdout(sys.stderr):
         state_dict = consolidated_state_dict(ckpt_dir, tag)
-    info = {"model_name": run_state["model_name"], "step": run_state["step"], "checkpoint": str(ckpt_dir / tag),
+    info = {"model_name": run_state["model_name"], "step": run_state["step"], "checkpoint": str((ckpt_dir / tag).absolute()),
             "tokens_seen": run_state.get("tokens_seen")}
     bundled = ckpt_dir / tag / BUNDLED_TOKENIZER
     return state_dict, config, info, str(bundled) if bundled.is_file() else run_state["tokenizer"]

@@ -368,6 +368,9 @@ def test_text_flags_stay_text(eval_models, tmp_path, capsys, monkeypatch):  # no
 
 @pytest.mark.parametrize("problem, args, message", [
     ("missing checkpoint", ["--checkpoint", "{tmp}/nope"], "does not exist"),
+    # the data's flags are checked before the model loads ({tmp} holds no checkpoint)
+    ("similarity without its folder", ["--checkpoint", "{tmp}", "--tasks", "lambada,simlex"], "pass --similarity_dir"),
+    ("lambada path typo", ["--checkpoint", "{tmp}", "--lambada_path", "{tmp}/lambda.jsonl"], "lambda.jsonl"),
     ("unknown task", ["--tasks", "lambada,hellaswag"], "unknown task 'hellaswag'"),
     ("lambada format", ["--tasks", "lambada", "--lambada_path", "{wiki}"], "is not LAMBADA jsonl"),
     ("wikitext tokens file", ["--tasks", "wikitext", "--wikitext_path", "{wiki_tokens}"], "tokenized WikiText"),
@@ -417,8 +420,10 @@ def test_bad_input_is_a_clear_error(eval_models, shared_data, tmp_path, capsys, 
              "wiki_tokens": shared_data / "wikitext2" / "wiki.test.tokens",
              "lambada": shared_data / "lambada_openai" / "lambada_test.jsonl", "bad_blimp": bad_blimp,
              "bad_sim": bad_sim, "empty_blimp": empty_blimp, "flat_sim": flat_sim}
-    argv = ["--checkpoint", str(eval_models["backpack"]), "--tasks", "lambada", "--limit", "2",
-            "--out", str(tmp_path / "out.json")] + [a.format(**paths) for a in args]
+    flags = {"--checkpoint": str(eval_models["backpack"]), "--tasks": "lambada", "--limit": "2",
+             "--out": str(tmp_path / "out.json")}
+    flags.update(zip(args[::2], (a.format(**paths) for a in args[1::2]), strict=True))  # each flag once
+    argv = [part for flag_value in flags.items() for part in flag_value]
     with pytest.raises(SystemExit) as exit_info:
         main(argv)
     assert exit_info.value.code == 2

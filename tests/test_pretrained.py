@@ -68,3 +68,16 @@ def test_damaged_export_is_a_clear_error(tmp_path):
     (out / "config.json").write_text("{")
     with pytest.raises(ValueError, match="config.json is not valid JSON"):
         load_pretrained(out)
+
+
+def test_export_names_what_is_wrong_with_its_source(tmp_path):
+    from backpack_dist.checkpoint import export_in_memory
+
+    with pytest.raises(ValueError, match="nope does not exist"):
+        export_in_memory(tmp_path / "nope")
+    model = build_model("transformer-micro", **tiny_overrides())
+    out = save_pretrained(model.state_dict(), model.config, tmp_path / "export", model_name="transformer-micro")
+    with pytest.raises(ValueError, match="is already an export"):
+        export_in_memory(out)
+    with pytest.raises(ValueError, match="has no complete checkpoint"):
+        export_in_memory(tmp_path)

@@ -125,25 +125,28 @@ def evaluate(checkpoint, tasks=DEFAULT_TASKS, out="results.json", *, limit=None,
 
 def _evaluate(checkpoint, task_names, out, limit, batch_size, device, dtype, owt_val_dir, lambada_path, wikitext_path,
               blimp_dir, similarity_dir, progress) -> dict:
-    model, enc, info = load_pretrained(checkpoint, device)
-    scorer = Scorer(model, enc.eot_token, batch_size=batch_size, dtype=DTYPES.get(dtype), progress=progress)
-
-    # Read all data before scoring anything, so a bad file fails in seconds, not hours.
+    if not Path(checkpoint).exists():
+        raise ValueError(f"--checkpoint {checkpoint} does not exist (give an export, a run dir or a checkpoint folder)")
+    # Read the data before the model (rebuilding a run's weights takes minutes) and before
+    # scoring anything, so a bad file or a missing flag fails in seconds, not hours. OWT comes
+    # last: its samples are checked against the model's tokenizer and context.
     data, records = {}, {}
-    if "owt" in task_names:
-        data["owt"], records["owt"] = load_owt(owt_val_dir, enc, model.config.seq_len,
-                                               info.get("tokenizer_fingerprint"), limit, model.config.vocab_size)
+    sim_names = [t for t in task_names if t in SETS]
+    if sim_names:
+        sim_data, sim_records = load_similarity(similarity_dir, sim_names)
+        data.update(sim_data)
+        records.update(sim_records)
     if "lambada" in task_names:
         data["lambada"], records["lambada"] = load_lambada(lambada_path, limit)
     if "wikitext" in task_names:
         data["wikitext"], records["wikitext"] = load_wikitext(wikitext_path, limit)
     if "blimp" in task_names:
         data["blimp"], records["blimp"] = load_blimp(blimp_dir, limit)
-    sim_names = [t for t in task_names if t in SETS]
-    if sim_names:
-        sim_data, sim_records = load_similarity(similarity_dir, sim_names)
-        data.update(sim_data)
-        records.update(sim_records)
+    model, enc, info = load_pretrained(checkpoint, device)
+    scorer = Scorer(model, enc.eot_token, batch_size=batch_size, dtype=DTYPES.get(dtype), progress=progress)
+    if "owt" in task_names:
+        data["owt"], records["owt"] = load_owt(owt_val_dir, enc, model.config.seq_len,
+                                               info.get("tokenizer_fingerprint"), limit, model.config.vocab_size)
 
     results, seconds = {}, {}
     for task in task_names:
