@@ -360,6 +360,9 @@ def test_text_flags_stay_text(eval_models, tmp_path, capsys, monkeypatch):  # no
     main(["--checkpoint", str(eval_models["backpack"]), "--tasks", "simlex", "--similarity_dir",
           str(write_similarity(tmp_path / "sim")), "--out", "1e3"])
     assert (tmp_path / "1e3").is_file() and not (tmp_path / "1000.0").exists()
+    summary = capsys.readouterr().out
+    assert "sense_min=" in summary and "sense_0=" not in summary  # the paper's Sim_min, not every sense
+    assert summary.rstrip().endswith(f"wrote {tmp_path / '1e3'}")
     (tmp_path / "1e3").rename(tmp_path / "2024")
     capsys.readouterr()
     main(["table", "2024"])

@@ -27,11 +27,15 @@ def install_lm_eval():
 
 
 def summary(report: dict) -> str:
-    lines = [f"{report['model_name']} step {report['step']} ({report['checkpoint']})"]
+    step = "" if report["step"] is None else f" step {report['step']}"
+    lines = [f"{report['model_name']}{step} ({report['checkpoint']})"]
     for task, metrics in report["results"].items():
-        shown = {k: v for k, v in metrics.items() if "/" not in k and not k.startswith("sense_")}
+        # per-sub-task and per-sense figures stay in the file; sense_min is the paper's Sim_min
+        shown = {k: v for k, v in metrics.items() if "/" not in k and not (k.startswith("sense_") and k != "sense_min")}
         lines.append(f"  {task}: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                                              for k, v in shown.items()))
+    if "written_to" in report:
+        lines.append(f"wrote {report['written_to']}")
     return "\n".join(lines)
 
 

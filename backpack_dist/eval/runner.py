@@ -179,4 +179,5 @@ def _evaluate(checkpoint, task_names, out, limit, batch_size, device, dtype, owt
     }
     if out and (not dist.is_initialized() or dist.get_rank() == 0):
         write_json_atomic(report, out)
+        report = {**report, "written_to": str(Path(out).absolute())}  # for the summary; not in the file
     return report
