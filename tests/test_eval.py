@@ -334,6 +334,11 @@ def test_cli_writes_results_and_table(eval_models, shared_data, owt_prep, tmp_pa
     assert f"{lam['ppl']:.1f} (110.0)" in row and f"{100 * lam['acc']:.1f} (24.7)" in row
     assert f"{report['results']['owt']['ppl']:.1f} (31.5)" in row
     assert f"{100 * report['results']['blimp']['acc']:.1f} [2/67 sub-tasks] (75.6)" in row
+    # The same size trained with a shorter context is not the paper's model.
+    report["model"]["seq_len"] = 128
+    (tmp_path / "micro.json").write_text(json.dumps(report))
+    main(["table", str(tmp_path / "micro.json")])
+    assert "| backpack-micro (custom size) @30 |" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("change, message", [

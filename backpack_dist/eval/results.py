@@ -72,7 +72,7 @@ def paper_size(report: dict) -> str | None:
     if name not in MODEL_NAMES:
         return None
     reference = model_config(name).to_dict()
-    keys = ("family", "d_model", "n_layer", "n_head", "n_senses", "vocab_size")
+    keys = ("family", "d_model", "n_layer", "n_head", "n_senses", "vocab_size", "seq_len")
     return name if all(report.get("model", {}).get(k) == reference[k] for k in keys) else None
 
 
@@ -89,9 +89,12 @@ def _sort_key(report: dict):
     return (ORDER.index(name) if name in ORDER else len(ORDER), name, report.get("step") or 0)
 
 
-def table2(reports) -> str:
+def table2(reports) -> str | None:
+    rows = [r for r in sorted(reports, key=_sort_key) if any(task in r["results"] for _, task, *_ in COLUMNS)]
+    if not rows:
+        return None
     lines = ["| model | " + " | ".join(h for h, *_ in COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
-    for report in sorted(reports, key=_sort_key):
+    for report in rows:
         paper = PAPER_TABLE2.get(paper_size(report))
         cells = []
         for i, (_, task, metric, scale) in enumerate(COLUMNS):
@@ -133,8 +136,11 @@ def similarity_table(reports) -> str | None:
 
 def render(paths) -> str:
     reports = read_results(paths)
-    out = ["Ours (paper Table 2). ACC and BLiMP in %, PPL word-level for Wikitext.", "", table2(reports)]
+    out = []
+    table = table2(reports)
+    if table:
+        out += ["Ours (paper Table 2). ACC and BLiMP in %, PPL word-level for Wikitext.", "", table]
     sim = similarity_table(reports)
     if sim:
         out += ["", "Lexical similarity, Spearman rho (Sim_min, best single sense, output embeddings).", "", sim]
-    return "\n".join(out)
+    return "\n".join(out).strip("\n")
