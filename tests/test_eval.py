@@ -338,7 +338,7 @@ def test_cli_writes_results_and_table(eval_models, shared_data, owt_prep, tmp_pa
     report["model"]["seq_len"] = 128
     (tmp_path / "micro.json").write_text(json.dumps(report))
     main(["table", str(tmp_path / "micro.json")])
-    assert "| backpack-micro (custom size) @30 |" in capsys.readouterr().out
+    assert "| backpack-micro (custom size) @30 (limit 2) |" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("change, message", [
