@@ -1,8 +1,9 @@
-"""WikiText (the raw test set shared by WikiText-2 and WikiText-103): whole articles scored with
+r"""WikiText (the raw test set shared by WikiText-2 and WikiText-103): whole articles scored with
 rolling disjoint windows (scoring.rolling_windows) after undoing WikiText's tokenisation.
 
-Word-level perplexity = exp(total NLL / number of whitespace-separated words of the raw
-article), the figure the paper reports; token-level divides by GPT-2 tokens and byte-level by
+Word-level perplexity = exp(total NLL / words of the raw article), the figure the paper
+reports, words counted as lm-evaluation-harness does (len(re.split(r"\s+", page)): the
+leading space of a raw article counts one empty word); token-level divides by GPT-2 tokens and byte-level by
 the UTF-8 bytes of the raw article (bits_per_byte is the same figure in bits)."""
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ def load_wikitext(path=None, limit=None) -> tuple[list[str], dict]:
 def evaluate_wikitext(scorer, enc, articles) -> dict:
     token_lists = [enc.encode_ordinary(detokenize(article)) for article in articles]
     nll = -sum(scorer.rolling_loglikelihoods(token_lists, desc="wikitext"))
-    words = sum(len(article.split()) for article in articles)
+    words = sum(len(re.split(r"\s+", article)) for article in articles)
     n_bytes = sum(len(article.encode("utf-8")) for article in articles)
     tokens = sum(len(t) for t in token_lists)
     return {"word_ppl": math.exp(nll / words), "token_ppl": math.exp(nll / tokens),
