@@ -212,7 +212,7 @@ def export_in_memory(path, step: int | None = None):
     # DeepSpeed's consolidation prints progress on stdout, which would corrupt the tools' --json output.
     with contextlib.redirect_stdout(sys.stderr):
         state_dict = consolidated_state_dict(ckpt_dir, tag)
-    info = {"model_name": run_state["model_name"], "step": run_state["step"], "checkpoint": str((ckpt_dir / tag).absolute()),
-            "tokens_seen": run_state.get("tokens_seen")}
+    info = {"model_name": run_state["model_name"], "step": run_state["step"],
+            "checkpoint": str((ckpt_dir / tag).absolute()), "tokens_seen": run_state.get("tokens_seen")}
     bundled = ckpt_dir / tag / BUNDLED_TOKENIZER
     return state_dict, config, info, str(bundled) if bundled.is_file() else run_state["tokenizer"]
