@@ -375,6 +375,24 @@ def test_text_flags_stay_text(eval_models, tmp_path, capsys, monkeypatch):  # no
     assert "| backpack-micro (custom size) @30 |" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("argv, shown", [
+    (["--help"], ["Score a checkpoint on the paper's benchmarks", "backpack_dist.eval table results/*.json",
+                  "backpack_dist.eval install_lm_eval", "SYNOPSIS\n    backpack_dist.eval CHECKPOINT <flags>",
+                  "--out=OUT\n        Default: 'results.json'", "--batch_size=BATCH_SIZE\n        Default: 16",
+                  "owt,lambada,wikitext,blimp,similarity (all by default)"]),
+    (["table", "--help"], ["Print results files as markdown", "[PATHS]..."]),
+    (["install_lm_eval", "-h"], ["Register the \"backpack\" model with lm-evaluation-harness"]),
+])
+def test_help_shows_the_flags_and_commands_only(capsys, argv, shown):
+    """SetParseFn's metadata once showed up as a command group (GROUPS: FIRE_METADATA, GROUP | CHECKPOINT)."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    out = capsys.readouterr().err  # fire writes its help to stderr
+    assert exit_info.value.code == 0 and "FIRE_METADATA" not in out and "GROUP" not in out
+    for text in shown:
+        assert text in out
+
+
 @pytest.mark.parametrize("problem, args, message", [
     ("missing checkpoint", ["--checkpoint", "{tmp}/nope"], "does not exist"),
     # the data's flags are checked before the model loads ({tmp} holds no checkpoint)

@@ -295,6 +295,24 @@ def test_surprising_word_splits_are_warned_about(backpack_dir, capsys, argv, war
     assert err.startswith(warning) and err.count("\n") == 1
 
 
+@pytest.mark.parametrize("command, shown", [
+    ("lookup", ["Top and bottom vocabulary items", "lookup WORD <flags>", "--top=TOP\n        Type: 'int'\n"
+                "        Default: 10", "--relative=RELATIVE"]),
+    ("predict", ["Next-word probabilities", "predict TEXT <flags>", "--scale=SCALE"]),
+    ("edit", ["Knowledge edit", "--prompt=PROMPT\n        Default: 'The MacBook is made by'"]),
+    ("generate", ["Sample a continuation", "--strength=STRENGTH"]),
+    ("bias", ["He/she bias ratio", "--factor=FACTOR"]),
+])
+def test_help_shows_the_flags_only(capsys, command, shown):
+    """SetParseFn's metadata once showed up as a command group (GROUPS: FIRE_METADATA, GROUP | TEXT)."""
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    out = capsys.readouterr().err  # fire writes its help to stderr
+    assert exit_info.value.code == 0 and "FIRE_METADATA" not in out and "GROUP" not in out
+    for text in shown:
+        assert text in out
+
+
 def test_transformer_checkpoint_is_refused_clearly(transformer_dir):
     result = subprocess.run([sys.executable, "-m", "backpack_dist.senses", "lookup", "--checkpoint",
                              str(transformer_dir), "--word", "nurse"], capture_output=True, text=True, timeout=120)

@@ -214,6 +214,16 @@ def test_serve_flags_are_checked_with_one_line(checkpoint_dir, capsys, args, mes
     assert exit_info.value.code == 2 and err.startswith(message) and err.count("\n") == 1
 
 
+def test_help_shows_the_flags_only(capsys):
+    from backpack_dist.serve.__main__ import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    out = capsys.readouterr().err  # fire writes its help to stderr
+    assert exit_info.value.code == 0 and "FIRE_METADATA" not in out and "GROUP" not in out
+    assert "Serve the sense page" in out and "--port=PORT\n        Type: 'int'\n        Default: 8000" in out
+
+
 def test_a_busy_port_is_named(checkpoint_dir, capsys):
     from backpack_dist.serve.__main__ import main
 

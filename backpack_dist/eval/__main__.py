@@ -39,21 +39,57 @@ def summary(report: dict) -> str:
     return "\n".join(lines)
 
 
+def for_help(fn, argv: list[str]):
+    """fn, or for --help a plain view of it. SetParseFn (and functools.wraps, which copies it) leaves a
+    FIRE_METADATA attribute on the function, and fire's help lists every public attribute as a command
+    group ("GROUP | CHECKPOINT"); the view has fn's signature and docstring only."""
+    if not {"-h", "--help"} & set(argv):
+        return fn
+    return functools.wraps(fn, updated=())(lambda *args, **kwargs: fn(*args, **kwargs))
+
+
+RUN_HELP = """Score a checkpoint on the paper's benchmarks and write one results JSON.
+
+Other commands: `python -m backpack_dist.eval table results/*.json` prints results files as markdown
+beside the paper's Table 2; `python -m backpack_dist.eval install_lm_eval` registers the "backpack"
+model with lm-evaluation-harness (`lm_eval --model backpack --model_args checkpoint=PATH`). Data come
+from the Hugging Face hub unless a local flag names them; docs/eval.md describes the metrics.
+
+Args:
+    checkpoint: an export dir, a training run dir or one of its checkpoints
+    tasks: comma-separated, from owt,lambada,wikitext,blimp,similarity (all by default); similarity means
+        simlex,simverb,rg65,ws353, each of which can be named alone
+    out: the results JSON to write
+    limit: score only the first N examples of each task (quick checks)
+    batch_size: requests scored at once
+    device: cpu, cuda or cuda:N (default: the GPU when there is one)
+    dtype: bf16 or fp32 (default: bf16 autocast on GPUs)
+    owt_val_dir: data-prep output holding val/ and dataset.json, instead of rebuilding OWT's split
+    lambada_path: OpenAI's lambada_test.jsonl, instead of the hub
+    wikitext_path: wiki.test.raw, instead of the hub
+    blimp_dir: folder of BLiMP's UID.jsonl files, instead of the hub
+    similarity_dir: folder with SimLex-999.txt, SimVerb-3500.txt, RG65.txt and WordSim-353 combined.tab
+    progress: show progress bars (--noprogress to hide them)
+"""
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     commands = {"table": table, "install_lm_eval": install_lm_eval}
     if argv and argv[0] in commands:
-        cli.run(commands[argv[0]], argv[1:], name=f"backpack_dist.eval {argv[0]}", errors=(ValueError,))
+        cli.run(for_help(commands[argv[0]], argv[1:]), argv[1:], name=f"backpack_dist.eval {argv[0]}",
+                errors=(ValueError,))
         return
     from .runner import evaluate
 
-    @functools.wraps(evaluate)  # fire reads the flags from evaluate's signature
+    @functools.wraps(evaluate)  # fire reads the flags (and their parse functions) from evaluate
     def run(*args, **kwargs):
         report = evaluate(*args, **kwargs)
         if os.environ.get("RANK", "0") == "0":  # one summary for a torchrun-sharded run
             print(summary(report))
 
-    cli.run(run, argv, name="backpack_dist.eval", errors=(ValueError,))
+    run.__doc__ = RUN_HELP
+    cli.run(for_help(run, argv), argv, name="backpack_dist.eval", errors=(ValueError,))
 
 
 if __name__ == "__main__":
