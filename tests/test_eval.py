@@ -98,6 +98,14 @@ def test_lambada_matches_brute_force(loaded, shared_data):
         assert metrics["acc"] == sum(g for _, g in brute) / len(brute)
 
 
+def test_lambada_splits_at_the_last_space_as_lm_eval_does(shared_data):
+    """The full OpenAI file passes the reader; 7 targets keep a newline inside their last "word" on purpose."""
+    texts, _ = load_lambada(shared_data / "lambada_openai" / "lambada_test.jsonl")
+    targets = [split_passage(text)[1] for text in texts]
+    assert len(texts) == 5153 and sum("\n" in t for t in targets) == 7 and " of\n\nPower" in targets
+    assert split_passage("the sense of\n\nPower") == ("the sense", " of\n\nPower")
+
+
 def test_wikitext_matches_brute_force(loaded, shared_data):
     path = shared_data / "wikitext2" / "wiki.test.raw"
     assert len(read_raw(path)) == 62  # the WikiText-2/103 test articles
@@ -409,6 +417,9 @@ def test_help_shows_the_flags_and_commands_only(capsys, argv, shown):
     ("owt folder", ["--tasks", "owt", "--owt_val_dir", "{tmp}"], "is not data-prep output"),
     ("lambada folder", ["--lambada_path", "{tmp}"], "is a folder, not a file (pass the OpenAI lambada_test.jsonl)"),
     ("lambada encoding", ["--lambada_path", "{tmp}/latin1.jsonl"], "latin1.jsonl is not UTF-8 text (byte 29, line 2"),
+    ("lambada trailing space", ["--lambada_path", "{tmp}/trailing.jsonl"],
+     "trailing.jsonl line 2: the passage ends with whitespace (...'the cat sat on the mat '), which would become the "
+     "target instead of the last word; remove the trailing whitespace"),
     ("wikitext encoding", ["--tasks", "wikitext", "--wikitext_path", "{tmp}/latin1.raw"],
      "latin1.raw is not UTF-8 text (byte 16, line 2"),
     ("blimp empty sentence", ["--tasks", "blimp", "--blimp_dir", "{empty_blimp}"],
@@ -434,6 +445,7 @@ def test_bad_input_is_a_clear_error(eval_models, shared_data, tmp_path, capsys, 
     bad_sim.mkdir()
     (bad_sim / "SimLex-999.txt").write_text("word1\tword2\tPOS\tSimLex999\nold\tnew\tA\t1.5\nsmart\tintelligent\n")
     (tmp_path / "latin1.jsonl").write_bytes(b'{"text": "a b"}\n{"text": "caf\xe9 au lait"}\n')
+    (tmp_path / "trailing.jsonl").write_text('{"text": "a b"}\n{"text": "the cat sat on the mat "}\n')
     (tmp_path / "latin1.raw").write_bytes(b" = Title = \n caf\xe9 \n")
     empty_blimp = tmp_path / "empty_blimp"
     empty_blimp.mkdir()

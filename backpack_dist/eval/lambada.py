@@ -1,8 +1,9 @@
 """LAMBADA (OpenAI's detokenised test set, 5153 passages): predict the last word of a passage.
 
-context = the passage up to its last space, target = " " + last word. Accuracy: every target
-token is the greedy argmax. Perplexity: exp(-mean over passages of the target's total
-log-likelihood)."""
+context = the passage up to its last space, target = " " + last word, as lm-evaluation-harness
+splits it (7 OpenAI passages have a newline inside that "word", e.g. 'of\n\nPower'; see
+docs/eval.md). Accuracy: every target token is the greedy argmax. Perplexity: exp(-mean over
+passages of the target's total log-likelihood)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,12 @@ def read_jsonl_texts(path) -> list[str]:
         path, lambda row: isinstance(row.get("text"), str) and " " in row["text"].strip(),
         "is not LAMBADA jsonl: each line must be a JSON object whose 'text' is a passage of several words "
         "(OpenAI's lambada_test.jsonl format)")
+    for n, row in rows:
+        # split_passage splits at the last space as lm-evaluation-harness does: a passage ending in
+        # whitespace would make that whitespace, not the last word, the target
+        if row["text"] != row["text"].rstrip():
+            raise ValueError(f"{path} line {n}: the passage ends with whitespace (...{row['text'][-30:]!r}), which "
+                             "would become the target instead of the last word; remove the trailing whitespace")
     texts = [row["text"] for _, row in rows]
     if not texts:
         raise ValueError(f"{path} holds no passages (expected OpenAI's lambada_test.jsonl)")
