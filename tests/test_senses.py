@@ -16,7 +16,7 @@ from backpack_dist.senses.__main__ import main
 from backpack_dist.senses.bias import bias_ratio, bias_report
 from backpack_dist.senses.generate import sample, topic_control
 from backpack_dist.senses.intervention import SenseScale, predict
-from backpack_dist.senses.words import word_positions
+from backpack_dist.senses.words import word_positions, word_tokens
 
 NURSE = "When the nurse came into the room, the nurse"
 
@@ -76,6 +76,14 @@ def test_word_positions_cover_spacing_variants_and_multi_token_words(loaded):
     assert len(hair) == len(tokenizer.encode(" hairdresser")) == 4
     with pytest.raises(SenseToolError, match="does not occur"):
         word_positions(tokenizer, ids, "Nurse")
+
+
+def test_a_special_token_is_that_token_alone(loaded):
+    """"<|endoftext|>" used to be read as " <|endoftext|>": the space token 220, then end-of-text."""
+    _, tokenizer = loaded
+    assert word_tokens(tokenizer, "<|endoftext|>") == [tokenizer.eot_token]
+    ids = tokenizer.encode("the end <|endoftext|> next", allowed_special="all")
+    assert word_positions(tokenizer, ids, "<|endoftext|>") == [ids.index(tokenizer.eot_token)]
 
 
 @pytest.mark.parametrize("spec, message", [
@@ -251,6 +259,12 @@ def test_cli_errors_are_one_line_with_exit_2(backpack_dir, capsys, argv, message
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
     assert "NaN" not in capsys.readouterr().out
+
+
+def test_lookup_of_a_special_token_shows_that_token_only(backpack_dir, capsys):
+    data = json.loads(run_cli(capsys, "lookup", "--checkpoint", backpack_dir, "--word", "<|endoftext|>", "--top", 1,
+                              "--json"))
+    assert [(entry["id"], entry["token"]) for entry in data] == [(50256, "<|endoftext|>")]
 
 
 def test_text_flags_stay_text_in_a_real_command_line(backpack_dir):

@@ -33,6 +33,8 @@ def word_variants(tokenizer, word: str) -> list[list[int]]:
     """The token sequences a word can appear as: with and without one leading space."""
     if not word or not word.strip():
         raise SenseToolError("the word is empty: give a word such as 'nurse'")
+    if word in tokenizer.special_tokens_set:  # "<|endoftext|>" never follows a space of its own
+        return [[tokenizer.encode_single_token(word)]]
     bare = word.strip()
     forms = [word] + [f for f in (" " + bare, bare) if f != word]
     variants = []
@@ -46,9 +48,11 @@ def word_variants(tokenizer, word: str) -> list[list[int]]:
 def word_tokens(tokenizer, word: str) -> list[int]:
     """The tokens of a word as it appears inside running text: "nurse" is read as " nurse" (the
     paper's convention); a word that already starts with a space, or has no letters or digits
-    (",", "."), is taken as given."""
+    (",", "."), is taken as given; so is a special token such as "<|endoftext|>"."""
     if not word or not word.strip():
         raise SenseToolError("the word is empty: give a word such as 'nurse'")
+    if word in tokenizer.special_tokens_set:  # one token: no space token in front of it
+        return [tokenizer.encode_single_token(word)]
     form = word if word.startswith(" ") or not any(c.isalnum() for c in word) else " " + word
     return tokenizer.encode(form, allowed_special="all")
 
