@@ -50,7 +50,10 @@ class SenseService:
             try:
                 token = int(key)
             except ValueError:
-                raise SenseToolError(f"'token_scales' key {key!r} is not a token id") from None
+                token = None
+            if token is None or str(token) != key:  # int() also takes " 1", "1_0" and other digits
+                raise SenseToolError(f"'token_scales' key {key!r} is not a token id: write ids as plain decimals "
+                                     "such as \"15849\"")
             if not 0 <= token < vocab:
                 raise SenseToolError(f"'token_scales' names token id {token}, outside this model's vocabulary "
                                      f"0..{vocab - 1}")
@@ -89,8 +92,11 @@ class SenseService:
             ids = word_tokens(self.tokenizer, word)
             if len(ids) > MAX_WORD_TOKENS:
                 raise SenseToolError(f"'{word[:40]}' is {len(ids)} tokens; look up at most {MAX_WORD_TOKENS} at once")
+        elif "id" in payload:
+            ids = [_int_field(payload, "id", None, 0, self.model.config.vocab_size - 1)]
         else:
-            ids = [_int_field(payload, "id", -1, 0, self.model.config.vocab_size - 1)]
+            raise SenseToolError(f"give 'word' (a word to look up) or 'id' (a token id from 0 to "
+                                 f"{self.model.config.vocab_size - 1})")
         entries = []
         for t in ids:
             key = (t, top)
