@@ -106,6 +106,7 @@ def save(engine, run_dir, step: int, client_state: dict, keep: int, tokenizer_fi
         _write_atomically(ckpt_dir / LATEST, tag + "\n")
         for old in complete_steps(ckpt_dir)[:-keep]:
             shutil.rmtree(ckpt_dir / tag_for_step(old), ignore_errors=True)
+            shutil.rmtree(ckpt_dir / universal_tag(old), ignore_errors=True)  # made to resume on other ranks
     torch.distributed.barrier()
     return folder
 

@@ -8,10 +8,22 @@ processes at exactly the sample where it stopped.
 
 from __future__ import annotations
 
+import signal
+
 import numpy as np
 import torch
 
 IGNORE_INDEX = -100
+# The signals that ask a run to save and stop (Slurm sends SIGTERM on preemption and scancel,
+# SIGUSR1 with --signal); the trainer handles them at a step boundary.
+STOP_SIGNALS = (signal.SIGUSR1, signal.SIGTERM)
+
+
+def _outlive_stop_signals(_worker_id: int) -> None:
+    """Slurm signals every process of a job: a data-loader worker that died of it would crash the
+    trainer before it can save. Workers stop when the trainer closes the loader."""
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
 
 
 def collate_tokens(samples: list[dict], seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -48,10 +60,15 @@ class TokenStream:
         return torch.utils.data.DataLoader(
             self.dataset, batch_size=self.micro_batch, num_workers=self.num_workers, drop_last=True,
             collate_fn=lambda s: collate_tokens(s, self.seq_len), persistent_workers=False,
+            worker_init_fn=_outlive_stop_signals,
             generator=torch.Generator())  # its own seed draw must not advance the global (dropout) RNG
 
     def __iter__(self):
         return self
+
+    def close(self) -> None:
+        """Stop the loader's workers now: dropping the iterator shuts them down."""
+        self._iterator = None
 
     def __next__(self):
         while True:

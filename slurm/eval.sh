@@ -36,8 +36,8 @@ read -r -a eval_args <<<"$EVAL_ARGS"
 [[ -d $RUN_DIR/checkpoints ]] || die "RUN_DIR=$RUN_DIR has no checkpoints/ folder; is it a training run directory?"
 [[ $TASKS == *owt* ]] && eval_args=(--owt_val_dir "$DATA_DIR" "${eval_args[@]}")
 
-complete=()  # step folders with a COMPLETE marker, oldest first
-for dir in "$RUN_DIR"/checkpoints/step_*; do
+complete=()  # step folders with a COMPLETE marker, oldest first (not the step_N_universal copies)
+for dir in "$RUN_DIR"/checkpoints/step_[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]; do
     [[ -f $dir/COMPLETE ]] && complete+=("$dir")
 done
 ((${#complete[@]})) || die "RUN_DIR=$RUN_DIR has no complete checkpoint yet"

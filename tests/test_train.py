@@ -95,9 +95,37 @@ def test_sigusr1_saves_exits_resumable_and_rerun_is_bit_exact(shakespeare, unint
         assert got[step] == expected[step], step
 
 
-def test_resume_two_processes_on_one(shakespeare, tmp_path):
+def test_sigterm_to_every_process_of_the_job_saves_and_exits_resumable(shakespeare, tmp_path):
+    """Slurm's preemption and scancel send SIGTERM to every process of the job: the data-loader
+    worker and wandb's service too, not only the trainer. A torn last metrics line (killed
+    mid-write) does not stop the rerun either."""
+    run = tmp_path / "run"
+    args = tiny_run_args("backpack-micro", shakespeare, run, steps=400,
+                         extra=["--num_workers", "1", "--wandb", "offline", "--keep", "1"])
+    proc = start_training(1, args, tmp_path / "terminated.log")
+    wait_for(lambda: (run / "checkpoints" / "step_00000010" / "COMPLETE").is_file(), proc)
+    job = [proc.pid] + [p.pid for p in psutil.Process(proc.pid).children(recursive=True)]
+    assert len(job) >= 3, "expected the trainer, its loader worker and wandb's service"
+    for pid in job:
+        os.kill(pid, signal.SIGTERM)
+    proc.wait(timeout=120)
+    log = (tmp_path / "terminated.log").read_text()
+    assert proc.returncode == 75, log[-3000:]
+    saved = [p.name for p in (run / "checkpoints").glob("step_*") if (p / "COMPLETE").exists()]
+    stopped_at = int(max(saved).split("_")[1])
+    assert 10 < stopped_at < 400
+    with open(run / "metrics.jsonl", "a") as f:
+        f.write('{"step": 401, "loss": 1.')
+    assert_ok(run_training(1, tiny_run_args("backpack-micro", shakespeare, run, steps=stopped_at + 2,
+                                            extra=["--num_workers", "1", "--wandb", "offline", "--keep", "1"])))
+    assert sorted(train_lines(run))[-3:] == [stopped_at, stopped_at + 1, stopped_at + 2]
+
+
+@pytest.mark.parametrize("zero", [2, 0])
+def test_resume_two_processes_on_one(shakespeare, tmp_path, zero):
+    """ZeRO 1-3 go through DeepSpeed's universal checkpoint; ZeRO 0's files already hold everything."""
     two = tmp_path / "two"
-    args = tiny_run_args("backpack-micro", shakespeare, two, steps=30, extra=["--dropout", "0.0"])
+    args = tiny_run_args("backpack-micro", shakespeare, two, zero=zero, steps=30, extra=["--dropout", "0.0"])
     assert_ok(run_training(2, args))
     one = tmp_path / "one"
     shutil.copytree(two, one)
@@ -105,9 +133,12 @@ def test_resume_two_processes_on_one(shakespeare, tmp_path):
     (one / "metrics.jsonl").write_text("".join(
         line + "\n" for line in (two / "metrics.jsonl").read_text().splitlines() if '"step": 2' in line[:12]
         or '"step": 1' in line[:12]))  # keep the log consistent up to the checkpoint
-    result = run_training(1, tiny_run_args("backpack-micro", shakespeare, one, steps=30, extra=["--dropout", "0.0"]))
+    result = run_training(1, tiny_run_args("backpack-micro", shakespeare, one, zero=zero, steps=30,
+                                           extra=["--dropout", "0.0", "--keep", "1"]))
     assert_ok(result)
-    assert "universal checkpoint" in result.stdout + result.stderr
+    assert ("universal checkpoint" in result.stdout + result.stderr) == (zero != 0)
+    # --keep 1 removed step 20 and the universal copy made from it to resume here
+    assert sorted(p.name for p in (one / "checkpoints").glob("step_*")) == ["step_00000030"]
     expected, got = train_lines(two), train_lines(one)
     for step in range(21, 31):
         assert abs(got[step]["loss"] - expected[step]["loss"]) < 1e-3, (step, got[step], expected[step])

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 import torch
-from train_helpers import REPO, TINY, env, run_training, tiny_run_args, train_lines
+from train_helpers import REPO, TINY, env, run_training, tiny_run_args, train_lines, with_flags
 
 from data_prep import prepare_and_merge
 
@@ -33,9 +33,10 @@ def assert_clear_error(result, pattern, run_dir=None):
         assert not run_dir.exists(), "a failed start must leave nothing behind"
 
 
-def base_args(data, run_dir, model="backpack-micro"):
-    return ["--model", model, *TINY, "--data_dir", str(data), "--run_dir", str(run_dir), "--ds_config",
-            str(REPO / "ds_configs" / "zero1.json"), "--global_batch", "8", "--micro_batch", "2", "--wandb", "disabled"]
+def base_args(data, run_dir, model="backpack-micro", extra=()):
+    return with_flags({"--model": model, **dict(zip(TINY[::2], TINY[1::2], strict=True)), "--data_dir": str(data),
+                       "--run_dir": str(run_dir), "--ds_config": str(REPO / "ds_configs" / "zero1.json"),
+                       "--global_batch": "8", "--micro_batch": "2", "--wandb": "disabled"}, extra)
 
 
 def test_unknown_model(data, tmp_path):
@@ -44,7 +45,7 @@ def test_unknown_model(data, tmp_path):
 
 
 def test_global_batch_not_divisible(data, tmp_path):
-    args = base_args(data, tmp_path / "run") + ["--global_batch", "7"]
+    args = base_args(data, tmp_path / "run", extra=["--global_batch", "7"])
     assert_clear_error(train_cli(*args), "global batch 7 is not divisible", tmp_path / "run")
 
 
@@ -54,18 +55,18 @@ def test_missing_data_dir(tmp_path):
 
 
 def test_data_vocabulary_larger_than_model(data, tmp_path):
-    args = base_args(data, tmp_path / "run") + ["--vocab_size", "1000"]
+    args = base_args(data, tmp_path / "run", extra=["--vocab_size", "1000"])
     assert_clear_error(train_cli(*args), "vocabulary (50257 ids) is larger than the model's (1000)", tmp_path / "run")
 
 
 def test_unknown_flag_and_missing_ds_config(data, tmp_path):
     assert_clear_error(train_cli(*base_args(data, tmp_path / "run"), "--learning_rate", "1"), "--learning_rate")
-    args = base_args(data, tmp_path / "run") + ["--ds_config", str(tmp_path / "zero9.json")]
+    args = base_args(data, tmp_path / "run", extra=["--ds_config", str(tmp_path / "zero9.json")])
     assert_clear_error(train_cli(*args), "zero9.json not found", tmp_path / "run")
 
 
 def test_a_bad_value_is_reported_once_under_the_deepspeed_launcher(data, tmp_path):
-    result = run_training(2, base_args(data, tmp_path / "run") + ["--dropout", "1.5"])
+    result = run_training(2, base_args(data, tmp_path / "run", extra=["--dropout", "1.5"]))
     assert result.returncode != 0
     assert (result.stdout + result.stderr).count("error: --dropout must be in [0, 1)") == 1
     assert not (tmp_path / "run").exists()
@@ -79,10 +80,12 @@ def test_a_bad_value_is_reported_once_under_the_deepspeed_launcher(data, tmp_pat
     (["--dropout", "1.5"], "--dropout must be in [0, 1)"),
     (["--num_workers", "-1"], "--num_workers must be >= 0"),
     (["--max_bad_steps", "0"], "--max_bad_steps must be >= 1"),
+    (["--warmup_steps", "1"], "--warmup_steps must be from 2"),
+    (["--max_steps", "10", "--warmup_steps", "50"], "to --max_steps 10, got 50"),
     (["--micro_batch", "8", "--num_canonical_nodes", "100000"], "fewer than one micro batch per process"),
 ])
 def test_bad_values_fail_at_start_and_leave_nothing(data, tmp_path, flags, message):
-    assert_clear_error(train_cli(*base_args(data, tmp_path / "run"), *flags), message, tmp_path / "run")
+    assert_clear_error(train_cli(*base_args(data, tmp_path / "run", extra=flags)), message, tmp_path / "run")
 
 
 def test_run_dir_that_is_a_file_or_a_bad_ds_config(data, tmp_path):
@@ -90,7 +93,7 @@ def test_run_dir_that_is_a_file_or_a_bad_ds_config(data, tmp_path):
     assert_clear_error(train_cli(*base_args(data, tmp_path / "file")), "is a file; pass a folder")
     bad = tmp_path / "ds.json"
     bad.write_text("[1, 2]")
-    args = base_args(data, tmp_path / "run") + ["--ds_config", str(bad)]
+    args = base_args(data, tmp_path / "run", extra=["--ds_config", str(bad)])
     assert_clear_error(train_cli(*args), "is not a JSON object", tmp_path / "run")
 
 
@@ -138,6 +141,9 @@ def test_export_and_run_changed_settings(data, tmp_path, zero, shared_data):
 
     changed = run_training(1, tiny_run_args("transformer-micro", data, run, zero=zero, steps=6))
     assert changed.returncode == 2 and "was started with different settings" in changed.stderr
+    other_stage = run_training(1, tiny_run_args("backpack-micro", data, run, zero=2, steps=6))
+    assert other_stage.returncode == 2, other_stage.stderr[-2000:]
+    assert f"saved with ZeRO stage {zero}, fp32, this command asks for ZeRO stage 2, fp32" in other_stage.stderr
     other = tmp_path / "other-data"
     prepare_and_merge([shared_data / "tinyshakespeare" / "input.txt"], other, seq_len=64, val_fraction=0.05)
     other_data = run_training(1, tiny_run_args("backpack-micro", other, run, zero=zero, steps=6))
@@ -149,6 +155,12 @@ def test_export_and_run_changed_settings(data, tmp_path, zero, shared_data):
                             timeout=120)
     assert lookup.returncode == 0, lookup.stderr[-2000:]
     assert json.loads(lookup.stdout)
+
+    # Extending the run: its first new step already follows the new schedule (decay to step 8).
+    longer = run_training(1, tiny_run_args("backpack-micro", data, run, zero=zero, steps=8))
+    assert longer.returncode == 0, longer.stderr[-3000:]
+    lrs = {r["step"]: r["lr"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if "lr" in r}
+    assert [lrs[7], lrs[8]] == pytest.approx([1e-3, 0.5e-3])
 
 
 @pytest.mark.slow

@@ -33,11 +33,19 @@ def free_port() -> int:
 
 
 def tiny_run_args(model: str, data_dir, run_dir, *, zero: int = 2, steps: int = 20, extra=()) -> list[str]:
-    return ["--model", model, *TINY, "--data_dir", str(data_dir), "--run_dir", str(run_dir),
-            "--ds_config", str(REPO / "ds_configs" / f"zero{zero}.json"), "--global_batch", "8", "--micro_batch", "2",
-            "--max_steps", str(steps), "--lr", "3e-3", "--warmup_steps", "2", "--log_every", "1",
-            "--eval_every", "10", "--eval_batches", "2", "--save_every", "10", "--wandb", "disabled",
-            "--num_workers", "0", *extra]
+    """The flags of a tiny run; flags in `extra` replace the defaults here (each flag is given once)."""
+    flags = {"--model": model, **dict(zip(TINY[::2], TINY[1::2], strict=True)), "--data_dir": str(data_dir),
+             "--run_dir": str(run_dir), "--ds_config": str(REPO / "ds_configs" / f"zero{zero}.json"),
+             "--global_batch": "8", "--micro_batch": "2", "--max_steps": str(steps), "--lr": "3e-3",
+             "--warmup_steps": "2", "--log_every": "1", "--eval_every": "10", "--eval_batches": "2",
+             "--save_every": "10", "--wandb": "disabled", "--num_workers": "0"}
+    return with_flags(flags, extra)
+
+
+def with_flags(defaults: dict, extra=()) -> list[str]:
+    """defaults ({"--flag": "value"}) with the flag/value pairs of `extra` replacing them, as argv."""
+    flags = {**defaults, **dict(zip(extra[::2], extra[1::2], strict=True))}
+    return [part for flag_value in flags.items() for part in flag_value]
 
 
 def env() -> dict:

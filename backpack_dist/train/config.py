@@ -37,7 +37,7 @@ class TrainConfig:
     eps: float = 1e-8
     weight_decay: float = 0.1
     grad_clip: float = 1.0
-    warmup_steps: int | None = None  # default: 1% of max_steps (the authors' code)
+    warmup_steps: int | None = None  # default: 1% of max_steps (the authors' code), at least 2
     precision: str = "auto"  # auto: bf16 on GPU, fp32 on CPU
     seed: int = 1337
     # Observability and checkpoints.
@@ -73,7 +73,8 @@ class TrainConfig:
 
     @property
     def resolved_warmup_steps(self) -> int:
-        return self.warmup_steps if self.warmup_steps is not None else max(1, self.max_steps // 100)
+        # DeepSpeed's WarmupDecayLR warms up over at least 2 steps (it raises 1 to 2 silently).
+        return self.warmup_steps if self.warmup_steps is not None else max(2, self.max_steps // 100)
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -140,8 +141,9 @@ def validate(cfg: TrainConfig, world_size: int) -> None:
     for name in ("num_workers", "lr", "eps", "weight_decay", "grad_clip"):
         if getattr(cfg, name) < 0:
             raise ConfigError(f"--{name} must be >= 0, got {getattr(cfg, name)}")
-    if cfg.warmup_steps is not None and cfg.warmup_steps < 0:
-        raise ConfigError(f"--warmup_steps must be >= 0, got {cfg.warmup_steps}")
+    if cfg.warmup_steps is not None and not 2 <= cfg.warmup_steps <= cfg.max_steps:
+        raise ConfigError(f"--warmup_steps must be from 2 (DeepSpeed's WarmupDecayLR warms up over 2 steps or more) "
+                          f"to --max_steps {cfg.max_steps}, got {cfg.warmup_steps}")
     if cfg.dropout is not None and not 0 <= cfg.dropout < 1:
         raise ConfigError(f"--dropout must be in [0, 1), got {cfg.dropout}")
     if cfg.precision not in ("auto", "bf16", "fp32"):

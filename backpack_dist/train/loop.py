@@ -3,6 +3,7 @@ SIGUSR1/SIGTERM (save at the next step boundary, exit PREEMPTED_EXIT_CODE)."""
 
 from __future__ import annotations
 
+import atexit
 import json
 import math
 import os
@@ -16,7 +17,7 @@ import numpy as np
 import torch
 
 from .. import checkpoint
-from ..data import TokenStream
+from ..data import STOP_SIGNALS, TokenStream
 from ..model import model_config, model_from_config
 from ..model.flops import training_flops_per_token
 from ..tokenizer import GPT2
@@ -30,7 +31,7 @@ from .config import (
     load_ds_config,
     validate,
 )
-from .engine import build_engine, init_distributed
+from .engine import build_engine, init_distributed, use_bf16
 from .metrics import MetricsLog, device_peak_flops
 
 # Settings that must not change when a run directory is resumed.
@@ -43,7 +44,7 @@ class StopRequest:
 
     def __init__(self):
         self.signum = 0
-        for sig in (signal.SIGUSR1, signal.SIGTERM):
+        for sig in STOP_SIGNALS:
             signal.signal(sig, self._handle)
 
     def _handle(self, signum, frame):
@@ -76,6 +77,19 @@ def data_identity(data_info: dict) -> dict:
             "train_samples": train["samples"], "train_tokens": train["tokens"]}
 
 
+def zero_stage(ds_config: dict) -> int:
+    return ds_config.get("zero_optimization", {}).get("stage", 0)
+
+
+def checkpoint_layout(cfg: TrainConfig) -> dict:
+    """What decides the layout of DeepSpeed's checkpoint files: a resume must keep it."""
+    return {"zero_stage": zero_stage(load_ds_config(cfg.ds_config)), "bf16": use_bf16(cfg)}
+
+
+def describe_layout(layout: dict) -> str:
+    return f"ZeRO stage {layout['zero_stage']}, {'bf16' if layout['bf16'] else 'fp32'}"
+
+
 def check_run_dir(cfg: TrainConfig, data_info: dict) -> None:
     """A run dir holds one run: once it has a checkpoint, refuse to resume it with settings or data
     that change the run (before that, a failed start must not block the corrected command)."""
@@ -96,12 +110,19 @@ def check_run_dir(cfg: TrainConfig, data_info: dict) -> None:
                          if saved["data"].get(k) != v)
         raise ConfigError(f"run dir {cfg.run_dir} was trained on other data ({diff}); pass the original --data_dir "
                           "or use a new --run_dir")
+    layout = checkpoint_layout(cfg)
+    if "checkpoint_layout" in saved and saved["checkpoint_layout"] != layout:
+        saved_layout = describe_layout(saved["checkpoint_layout"])
+        raise ConfigError(f"run dir {cfg.run_dir} holds checkpoints saved with {saved_layout}, this command asks for "
+                          f"{describe_layout(layout)}; resume with a --ds_config of the same stage and the same "
+                          "--precision, or use a new --run_dir")
 
 
 def write_run_config(cfg: TrainConfig, data_info: dict) -> None:
     path = Path(cfg.run_dir) / "config.json"
     tmp = path.with_name(".config.json.tmp")
-    tmp.write_text(json.dumps({**cfg.to_dict(), "data": data_identity(data_info)}, indent=2) + "\n")
+    record = {**cfg.to_dict(), "data": data_identity(data_info), "checkpoint_layout": checkpoint_layout(cfg)}
+    tmp.write_text(json.dumps(record, indent=2) + "\n")
     tmp.replace(path)
 
 
@@ -188,6 +209,8 @@ def plan_resume(ds_base: dict, run_dir: Path, resume_step: int | None, rank: int
     checkpoint was saved with, rank 0 converts it to DeepSpeed's universal format first."""
     if resume_step is None or checkpoint.saved_world_size(run_dir, resume_step) == world:
         return ds_base, None
+    if zero_stage(ds_base) == 0:  # every rank saved the whole optimizer state: it loads on any number
+        return ds_base, None
     if rank == 0:
         print(f"converting step {resume_step} to a universal checkpoint to resume on {world} processes", flush=True)
         checkpoint.convert_to_universal(run_dir, resume_step)
@@ -253,6 +276,9 @@ def train(cfg: TrainConfig) -> int:
         os.path.join(cfg.data_dir, "train"), remote=remote_split(cfg, "train"),
         micro_batch=cfg.micro_batch, seq_len=seq_len, shuffle=True, seed=cfg.seed,
         num_canonical_nodes=cfg.num_canonical_nodes, num_workers=cfg.num_workers, world_size=world)
+    # Its workers ignore stop signals, so they must be stopped before multiprocessing's own exit
+    # hook waits for them (atexit runs the hooks registered last first).
+    atexit.register(stream.close)
     val_batches = validation_batches(cfg, data_info, seq_len)
 
     step, tokens_seen = 0, 0
@@ -260,6 +286,10 @@ def train(cfg: TrainConfig) -> int:
         client = checkpoint.load(engine, run_dir, resume_step, tag=resume_tag)
         step, tokens_seen = client["step"], client["tokens_seen"]
         stream.load_state_dict(client["loader"])
+        # The optimizer comes back with the lr of the schedule it was saved under; a resume may
+        # change --max_steps or --lr, and the first step must already follow the new schedule.
+        for group, lr in zip(engine.lr_scheduler.optimizer.param_groups, engine.lr_scheduler.get_lr(), strict=True):
+            group["lr"] = lr
         if rank == 0:
             print(f"resumed from {checkpoint.checkpoints_dir(run_dir) / checkpoint.tag_for_step(step)}", flush=True)
     tokenizer = data_info["tokenizer"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import uuid
 from pathlib import Path
 
@@ -57,8 +58,7 @@ class MetricsLog:
         metrics.jsonl holds each step once."""
         if not self.path.exists():
             return
-        kept = [line for line in self.path.read_text().splitlines(keepends=True)
-                if line.strip() and json.loads(line)["step"] <= step]
+        kept = [line for line in self.path.read_text().splitlines(keepends=True) if _step_of(line) <= step]
         tmp = self.path.with_name(".metrics.jsonl.tmp")
         tmp.write_text("".join(kept))
         tmp.replace(self.path)
@@ -68,8 +68,28 @@ class MetricsLog:
         with open(self.path, "a") as f:
             f.write(json.dumps(record) + "\n")
         if self.wandb is not None:
-            self.wandb.log({k: v for k, v in record.items() if k != "step" and v is not None}, step=record["step"])
+            self._to_wandb("log", {k: v for k, v in record.items() if k != "step" and v is not None},
+                           step=record["step"])
+
+    def _to_wandb(self, method: str, *args, **kwargs) -> None:
+        """wandb is a copy of metrics.jsonl: when its service is gone (Slurm's SIGTERM reaches it
+        too) the run goes on, saves and stops as asked, instead of dying on a lost connection."""
+        try:
+            getattr(self.wandb, method)(*args, **kwargs)
+        except Exception as e:  # noqa: BLE001 - any wandb failure
+            print(f"warning: wandb stopped working ({type(e).__name__}: {e}); metrics.jsonl goes on",
+                  file=sys.stderr, flush=True)
+            self.wandb = None
 
     def close(self) -> None:
         if self.wandb is not None:
-            self.wandb.finish()
+            self._to_wandb("finish")
+
+
+def _step_of(line: str) -> float:
+    """The step of a metrics.jsonl line; a torn last line (killed mid-write) counts as after any
+    step, so it is dropped."""
+    try:
+        return json.loads(line)["step"]
+    except (ValueError, KeyError, TypeError):
+        return math.inf

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -161,8 +162,16 @@ def test_eval_scores_the_latest_checkpoint(cluster, jobs_dir, prepared, uninterr
     env = job_env(RUN_DIR=run, DATA_DIR=prepared["out"], STEPS="latest", TASKS="owt,lambada",
                   EVAL_ARGS=f"--lambada_path {shared_data / 'lambada_openai' / 'lambada_test.jsonl'} --limit 8 "
                             "--device cpu")
-    job_id = cluster.sbatch(SLURM / "eval.sh", "--gres=none", "--mem=1G", "--cpus-per-task=1", env=env, cwd=jobs_dir)
-    info = cluster.wait_done(job_id)
+    # A resume on another number of processes leaves a step_N_universal copy: not a checkpoint to score.
+    universal = run / "checkpoints" / (checkpoint.tag_for_step(STEPS) + "_universal")
+    universal.mkdir()
+    (universal / "COMPLETE").write_text("{}\n")
+    try:
+        job_id = cluster.sbatch(SLURM / "eval.sh", "--gres=none", "--mem=1G", "--cpus-per-task=1", env=env,
+                                cwd=jobs_dir)
+        info = cluster.wait_done(job_id)
+    finally:
+        shutil.rmtree(universal)
     report = json.loads((run / "eval" / f"{checkpoint.tag_for_step(STEPS)}.json").read_text())
     assert report["step"] == STEPS and report["model_name"] == "backpack-micro"
     assert set(report["results"]) == {"owt", "lambada"}
