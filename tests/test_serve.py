@@ -14,12 +14,14 @@ import torch
 from sense_checkpoints import make_checkpoint
 
 from backpack_dist.pretrained import load_pretrained
+from backpack_dist.senses.lookup import lookup_token
 from backpack_dist.serve import make_server
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
 SENTENCE = "When the nurse came into the room,"
 NURSE_ID = 15849  # " nurse" in GPT-2's vocabulary
+SCIENCE_ID = 3783  # " science"
 
 
 @pytest.fixture(scope="module")
@@ -83,6 +85,21 @@ def test_api_info_and_senses(url):
     assert [len(s["top"]) for s in data["entries"][0]["senses"]] == [3] * 4
 
 
+def top_ids(senses):
+    return [[w["id"] for w in s["top"]] for s in senses]
+
+
+def test_api_relative_lookup_is_the_senses_relative_lookup(url, loaded):
+    model, tokenizer, _ = loaded
+    status, data = call(url, "/api/senses", {"word": "science", "top": 5, "relative": True})
+    assert status == 200 and [e["id"] for e in data["entries"]] == [SCIENCE_ID]
+    relative = lookup_token(model, tokenizer, SCIENCE_ID, 5, relative=True)
+    assert data["entries"][0]["senses"] == relative
+    assert top_ids(relative) != top_ids(lookup_token(model, tokenizer, SCIENCE_ID, 5))  # the toggle shows something
+    assert call(url, "/api/senses", {"id": SCIENCE_ID, "top": 5})[1]["entries"][0]["senses"] == lookup_token(
+        model, tokenizer, SCIENCE_ID, 5)
+
+
 @pytest.mark.parametrize("path, body, message", [
     ("/api/predict", {"text": "   "}, "the text is empty"),
     ("/api/predict", {"text": "word " * 80}, "this model reads at most 64"),
@@ -90,6 +107,7 @@ def test_api_info_and_senses(url):
     ("/api/predict", {"text": SENTENCE, "top": 0}, "'top' must be an integer"),
     ("/api/senses", {"id": 10 ** 6}, "'id' must be an integer"),
     ("/api/senses", {}, "give 'word' (a word to look up) or 'id' (a token id from 0 to 50256)"),
+    ("/api/senses", {"word": "science", "relative": "yes"}, "'relative' must be true or false, got 'yes'"),
     ("/api/senses", {"id": None}, "'id' must be an integer from 0 to 50256, got None"),
     ("/api/predict", {"text": SENTENCE, "token_scales": {" 15849": [1, 0, 1, 1]}},
      "'token_scales' key ' 15849' is not a token id: write ids as plain decimals such as \"15849\""),
@@ -202,6 +220,45 @@ def test_page_predicts_zeroes_a_sense_and_resets(url, loaded):
         finally:
             browser.close()
     assert (artifacts / "sense-page.png").stat().st_size > 10_000
+
+
+@pytest.mark.browser
+@pytest.mark.timeout(180)
+def test_page_lookup_toggles_the_relative_view(url, loaded):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not CHROMIUM.exists():
+        pytest.skip(f"no Chromium at {CHROMIUM}")
+    model, tokenizer, _ = loaded
+    raw, relative = (lookup_token(model, tokenizer, SCIENCE_ID, 8, relative=r) for r in (False, True))
+    with sync_api.sync_playwright() as p:
+        browser = launch_chromium(p)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1000})
+            page.set_default_timeout(30_000)
+            page.goto(url)
+
+            def shown(relative_view):
+                page.wait_for_selector(f'#lookup-result[data-relative="{str(relative_view).lower()}"] caption')
+                return page.eval_on_selector_all(
+                    "#lookup-result tr[data-sense]", "rows => rows.map(r => [...r.querySelectorAll('span.w')]"
+                    ".map(w => w.textContent))")
+
+            def words(senses):
+                return [[w["token"] for w in s["top"]] for s in senses]
+
+            page.fill("#lookup-word", "science")
+            page.click("#lookup")
+            assert shown(False) == words(raw)
+            page.check("#relative")  # re-runs the look-up shown
+            assert shown(True) == words(relative) != words(raw)
+            sync_api.expect(page.locator("#lookup-result th").last).to_have_text(
+                "Top words, relative to the mean sense")
+            page.screenshot(path=str(REPO / "test-artifacts" / "sense-page-relative.png"), full_page=True)
+            page.uncheck("#relative")
+            assert shown(False) == words(raw)
+            sync_api.expect(page.locator("#error")).to_be_hidden()
+        finally:
+            browser.close()
 
 
 @pytest.mark.parametrize("args, message", [

@@ -32,7 +32,7 @@ class SenseService:
         self.meta = {"model_name": (info or {}).get("model_name", model.config.family),
                      "n_senses": model.config.n_senses, "max_tokens": model.config.seq_len}
         self._lock = threading.Lock()
-        self._lookups: dict[tuple[int, int], list[dict]] = {}
+        self._lookups: dict[tuple[int, int, bool], list[dict]] = {}
 
     def info(self) -> dict:
         return dict(self.meta)
@@ -83,8 +83,12 @@ class SenseService:
                 "predictions": top_predictions(self.tokenizer, probs, top)}
 
     def senses(self, payload: dict) -> dict:
-        """Look-up of one token (by id) or of a typed word's tokens."""
+        """Look-up of one token (by id) or of a typed word's tokens; "relative": true ranks each sense by its
+        difference from the token's mean sense (senses.lookup.sense_scores), as `lookup --relative` does."""
         top = _int_field(payload, "top", 8, 1, MAX_TOP)
+        relative = payload.get("relative", False)
+        if not isinstance(relative, bool):
+            raise SenseToolError(f"'relative' must be true or false, got {relative!r}")
         if "word" in payload:
             word = payload["word"]
             if not isinstance(word, str) or not word.strip():
@@ -99,9 +103,9 @@ class SenseService:
                                  f"{self.model.config.vocab_size - 1})")
         entries = []
         for t in ids:
-            key = (t, top)
+            key = (t, top, relative)
             if key not in self._lookups:
                 with self._lock:
-                    self._lookups[key] = lookup_token(self.model, self.tokenizer, t, top)
+                    self._lookups[key] = lookup_token(self.model, self.tokenizer, t, top, relative)
             entries.append({"id": t, "token": token_text(self.tokenizer, t), "senses": self._lookups[key]})
         return {"entries": entries}

@@ -4,7 +4,8 @@ page and a small JSON API.
   GET  /              the page
   GET  /api/info      model name, number of senses, context length
   POST /api/predict   {"text", "token_scales"?: {token id: [k factors]}, "top"?} -> tokens, predictions
-  POST /api/senses    {"id": token id} or {"word": "nurse"}, "top"? -> each sense's top words
+  POST /api/senses    {"id": token id} or {"word": "nurse"}, "top"?, "relative"? -> each sense's top words
+                      (relative: ranked by the difference from the token's mean sense)
 
 Errors come back as {"error": message} with status 400 (bad request) or 500.
 """
