@@ -104,6 +104,8 @@ def test_sigterm_to_every_process_of_the_job_saves_and_exits_resumable(shakespea
                          extra=["--num_workers", "1", "--wandb", "offline", "--keep", "1"])
     proc = start_training(1, args, tmp_path / "terminated.log")
     wait_for(lambda: (run / "checkpoints" / "step_00000010" / "COMPLETE").is_file(), proc)
+    second = run_training(1, args)  # the same command again while the first runs: refused, nothing touched
+    assert second.returncode == 2 and f"is in use by training pid {proc.pid}" in second.stderr, second.stderr[-2000:]
     job = [proc.pid] + [p.pid for p in psutil.Process(proc.pid).children(recursive=True)]
     assert len(job) >= 3, "expected the trainer, its loader worker and wandb's service"
     for pid in job:

@@ -33,6 +33,7 @@ from .config import (
 )
 from .engine import build_engine, init_distributed, use_bf16
 from .metrics import MetricsLog, device_peak_flops
+from .run_lock import hold_run_dir
 
 # Settings that must not change when a run directory is resumed.
 RESUME_INVARIANTS = ("model", "global_batch", "seed", "d_model", "n_layer", "n_head", "n_senses", "vocab_size",
@@ -251,6 +252,7 @@ def train(cfg: TrainConfig) -> int:
     run_dir = Path(cfg.run_dir)
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
+        lock = hold_run_dir(run_dir)  # noqa: F841 - held until this process ends
         write_run_config(cfg, data_info)
         if seq_len < model_cfg.seq_len:
             report(f"warning: the data's samples hold {seq_len} tokens but the model's context is {model_cfg.seq_len}; "
