@@ -61,6 +61,21 @@ def _write_atomically(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def _sync_to_disk(folder: Path) -> None:
+    """Flush every file of a checkpoint to stable storage before it is marked COMPLETE: after a
+    node crash a COMPLETE checkpoint must not hold truncated files (older ones are deleted)."""
+    for path in sorted(folder.rglob("*")):
+        if path.is_file():
+            with open(path, "rb") as f:
+                os.fsync(f.fileno())
+    for directory in [folder, *(p for p in folder.rglob("*") if p.is_dir())]:
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
 def rng_state() -> dict:
     state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
@@ -101,6 +116,9 @@ def save(engine, run_dir, step: int, client_state: dict, keep: int, tokenizer_fi
     if rank == 0 and tokenizer_file is not None:
         (folder / BUNDLED_TOKENIZER).write_bytes(tokenizer_file)
     torch.distributed.barrier()  # every rank has written everything
+    if int(os.environ.get("LOCAL_RANK", rank)) == 0:  # one process per node flushes what its node wrote
+        _sync_to_disk(folder)
+    torch.distributed.barrier()
     if rank == 0:
         _write_atomically(folder / COMPLETE, json.dumps({"step": step, "world_size": world}) + "\n")
         _write_atomically(ckpt_dir / LATEST, tag + "\n")

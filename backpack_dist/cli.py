@@ -9,6 +9,7 @@ one line before anything runs.
 from __future__ import annotations
 
 import difflib
+import functools
 import inspect
 import os
 import sys
@@ -99,6 +100,13 @@ def leftover_problem(fn, args: list[str]) -> str | None:
             "(no spaces)")
 
 
+def help_view(fn):
+    """fn's signature and docstring alone. SetParseFn (and functools.wraps, which copies it) leaves
+    a FIRE_METADATA attribute on a function, and fire's help lists every public attribute as a
+    command group ("GROUP | CHECKPOINT")."""
+    return functools.wraps(fn, updated=())(lambda *args, **kwargs: fn(*args, **kwargs))
+
+
 def run(component, argv: list[str] | None = None, name: str | None = None, prefix: str = "error",
         errors: tuple[type[BaseException], ...] = (), **fire_options):
     """fire.Fire(component) after checking the arguments; a bad one, or one of the tool's own
@@ -110,6 +118,11 @@ def run(component, argv: list[str] | None = None, name: str | None = None, prefi
         print(f"{prefix}: no command given; usage: {name or ''} {{{','.join(names)}}} ... "
               f"(COMMAND --help lists its options)", file=sys.stderr)
         sys.exit(2)
+    if HELP_FLAGS - {"--"} & set(argv):  # fire shows help and runs nothing
+        if inspect.isfunction(component):
+            component = help_view(component)
+        elif isinstance(component, dict):
+            component = {name: help_view(fn) if inspect.isfunction(fn) else fn for name, fn in component.items()}
     fn, args = _command(component, argv)
     problem = leftover_problem(fn, args) if fn is not None else None
     if problem:

@@ -39,15 +39,6 @@ def summary(report: dict) -> str:
     return "\n".join(lines)
 
 
-def for_help(fn, argv: list[str]):
-    """fn, or for --help a plain view of it. SetParseFn (and functools.wraps, which copies it) leaves a
-    FIRE_METADATA attribute on the function, and fire's help lists every public attribute as a command
-    group ("GROUP | CHECKPOINT"); the view has fn's signature and docstring only."""
-    if not {"-h", "--help"} & set(argv):
-        return fn
-    return functools.wraps(fn, updated=())(lambda *args, **kwargs: fn(*args, **kwargs))
-
-
 RUN_HELP = """Score a checkpoint on the paper's benchmarks and write one results JSON.
 
 Other commands: `python -m backpack_dist.eval table results/*.json` prints results files as markdown
@@ -77,7 +68,7 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     commands = {"table": table, "install_lm_eval": install_lm_eval}
     if argv and argv[0] in commands:
-        cli.run(for_help(commands[argv[0]], argv[1:]), argv[1:], name=f"backpack_dist.eval {argv[0]}",
+        cli.run(commands[argv[0]], argv[1:], name=f"backpack_dist.eval {argv[0]}",
                 errors=(ValueError,))
         return
     from .runner import evaluate
@@ -89,7 +80,7 @@ def main(argv=None):
             print(summary(report))
 
     run.__doc__ = RUN_HELP
-    cli.run(for_help(run, argv), argv, name="backpack_dist.eval", errors=(ValueError,))
+    cli.run(run, argv, name="backpack_dist.eval", errors=(ValueError,))
 
 
 if __name__ == "__main__":

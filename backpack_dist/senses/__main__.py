@@ -19,7 +19,6 @@ import sys
 from fire.decorators import SetParseFn
 
 from .. import cli
-from ..eval.__main__ import for_help
 from ..eval.options import float_option, int_option, resolve_device
 from . import bias as bias_lib
 from .edit import knowledge_edit
@@ -228,8 +227,7 @@ COMMANDS = {"lookup": lookup, "predict": predict, "edit": edit, "generate": gene
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    commands = {name: for_help(fn, argv) for name, fn in COMMANDS.items()}
-    cli.run(commands, argv, name="python -m backpack_dist.senses")
+    cli.run(COMMANDS, argv, name="python -m backpack_dist.senses")
 
 
 if __name__ == "__main__":

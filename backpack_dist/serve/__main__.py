@@ -9,7 +9,6 @@ import sys
 from fire.decorators import SetParseFn
 
 from .. import cli
-from ..eval.__main__ import for_help
 from ..eval.options import int_option, resolve_device
 from ..senses.words import SenseToolError
 
@@ -65,7 +64,7 @@ def serve(checkpoint=None, port: int = 8000, host: str = "127.0.0.1", device=Non
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    cli.run(for_help(serve, argv), argv, name="python -m backpack_dist.serve")
+    cli.run(serve, argv, name="python -m backpack_dist.serve")
 
 
 if __name__ == "__main__":
