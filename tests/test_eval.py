@@ -489,7 +489,8 @@ def test_checkpoint_not_matching_its_config_is_a_clear_error(eval_models, tmp_pa
     cfg["model"]["n_senses"] = 8
     (broken / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(SystemExit):
-        main(["--checkpoint", str(broken), "--tasks", "simlex", "--out", str(tmp_path / "out.json")])
+        main(["--checkpoint", str(broken), "--tasks", "simlex", "--similarity_dir",
+              str(write_similarity(tmp_path / "sim")), "--out", str(tmp_path / "out.json")])
     assert "does not match its config" in capsys.readouterr().err
 
 

@@ -133,7 +133,7 @@ def main(out: str = "demo_out", docs: int = 6000, steps: int = 300, d_model: int
             "--n_senses", n_senses, "--seq_len", seq_len, "--vocab_size", vocab_size, "--dropout", 0.0,
             "--data_dir", data, "--run_dir", run_dir, "--ds_config", Path(__file__).parents[2] / "ds_configs" /
             "zero2.json", "--global_batch", global_batch, "--micro_batch", micro_batch, "--max_steps", steps,
-            "--lr", 3e-3, "--warmup_steps", max(1, steps // 20), "--log_every", max(1, steps // 20),
+            "--lr", 3e-3, "--warmup_steps", max(2, steps // 20), "--log_every", max(1, steps // 20),
             "--eval_every", max(1, steps // 4), "--save_every", max(1, steps // 2), "--wandb", "disabled",
             "--num_workers", 0], env=training_env(nprocs))
 
