@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 from eval_fixtures import SEQ_LEN, TINY, brute_loglikelihood, brute_rolling, eval_models  # noqa: F401
+from train_helpers import with_flags
 
 from backpack_dist.eval.__main__ import main
 from backpack_dist.eval.blimp import SUBTASKS, evaluate_blimp, load_blimp
@@ -459,10 +460,8 @@ def test_bad_input_is_a_clear_error(eval_models, shared_data, tmp_path, capsys, 
              "wiki_tokens": shared_data / "wikitext2" / "wiki.test.tokens",
              "lambada": shared_data / "lambada_openai" / "lambada_test.jsonl", "bad_blimp": bad_blimp,
              "bad_sim": bad_sim, "empty_blimp": empty_blimp, "flat_sim": flat_sim}
-    flags = {"--checkpoint": str(eval_models["backpack"]), "--tasks": "lambada", "--limit": "2",
-             "--out": str(tmp_path / "out.json")}
-    flags.update(zip(args[::2], (a.format(**paths) for a in args[1::2]), strict=True))  # each flag once
-    argv = [part for flag_value in flags.items() for part in flag_value]
+    argv = with_flags({"--checkpoint": str(eval_models["backpack"]), "--tasks": "lambada", "--limit": "2",
+                       "--out": str(tmp_path / "out.json")}, [a.format(**paths) for a in args])
     with pytest.raises(SystemExit) as exit_info:
         main(argv)
     assert exit_info.value.code == 2

@@ -1,5 +1,6 @@
 """The sense web page: its JSON API against the model, and the page driven in headless Chromium."""
 
+import contextlib
 import json
 import socket
 import subprocess
@@ -139,126 +140,120 @@ def test_a_bad_content_length_is_answered_400(url, length):
     assert head.startswith("HTTP/1.0 400") and f"bad Content-Length '{length}'" in json.loads(body)["error"]
 
 
-def launch_chromium(playwright):
-    return playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=[
-        "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"])
+@contextlib.contextmanager
+def sense_page(url):
+    """(playwright's expect, a page showing url) in the system's Chromium, closed afterwards."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not CHROMIUM.exists():
+        pytest.skip(f"no Chromium at {CHROMIUM}")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"])
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1000})
+            page.set_default_timeout(30_000)
+            page.goto(url)
+            yield sync_api.expect, page
+        finally:
+            browser.close()
 
 
 @pytest.mark.browser
 @pytest.mark.timeout(180)
 def test_page_predicts_zeroes_a_sense_and_resets(url, loaded):
-    sync_api = pytest.importorskip("playwright.sync_api")
-    if not CHROMIUM.exists():
-        pytest.skip(f"no Chromium at {CHROMIUM}")
     model, tokenizer, _ = loaded
     artifacts = REPO / "test-artifacts"
     artifacts.mkdir(exist_ok=True)
-    with sync_api.sync_playwright() as p:
-        browser = launch_chromium(p)
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 1000})
-            page.set_default_timeout(30_000)
-            page.goto(url)
-            sync_api.expect(page.locator("#model")).to_contain_text("4 senses per word")
-            version = 0
+    with sense_page(url) as (expect, page):
+        expect(page.locator("#model")).to_contain_text("4 senses per word")
+        version = 0
 
-            def predictions_after(action):
-                nonlocal version
-                action()
-                version += 1
-                page.wait_for_selector(f'#predictions[data-version="{version}"]')
-                return page.eval_on_selector_all(
-                    "#predictions td.prob", "cells => cells.map(c => [c.dataset.token, Number(c.dataset.prob)])")
+        def predictions_after(action):
+            nonlocal version
+            action()
+            version += 1
+            page.wait_for_selector(f'#predictions[data-version="{version}"]')
+            return page.eval_on_selector_all(
+                "#predictions td.prob", "cells => cells.map(c => [c.dataset.token, Number(c.dataset.prob)])")
 
-            page.fill("#sentence", SENTENCE)
-            before = predictions_after(lambda: page.click("#predict"))
-            top, probs = model_top10(model, tokenizer, SENTENCE)
-            assert [tok for tok, _ in before] == [tokenizer.decode([t]) for t in top]
-            assert [prob for _, prob in before] == pytest.approx(probs, rel=1e-5)
+        page.fill("#sentence", SENTENCE)
+        before = predictions_after(lambda: page.click("#predict"))
+        top, probs = model_top10(model, tokenizer, SENTENCE)
+        assert [tok for tok, _ in before] == [tokenizer.decode([t]) for t in top]
+        assert [prob for _, prob in before] == pytest.approx(probs, rel=1e-5)
 
-            page.click(f'#tokens .token[data-id="{NURSE_ID}"]')
-            sync_api.expect(page.locator("#senses tbody tr")).to_have_count(4)
-            sync_api.expect(page.locator("#sense-word")).to_have_text('" nurse"')
-            zeroed = predictions_after(lambda: page.click('#senses button.zero[data-sense="1"]'))
-            scales = torch.ones(1, len(tokenizer.encode(SENTENCE)), 4)
-            scales[0, 2, 1] = 0
-            top, probs = model_top10(model, tokenizer, SENTENCE, scales)
-            assert [prob for _, prob in zeroed] == pytest.approx(probs, rel=1e-5)
-            assert max(abs(a[1] - b[1]) for a, b in zip(before, zeroed, strict=True)) > 1e-3
-            nurse_chip = page.locator(f'#tokens .token[data-id="{NURSE_ID}"]')
-            sync_api.expect(nurse_chip).to_have_class("token selected scaled")
-            page.screenshot(path=str(artifacts / "sense-page-zeroed.png"), full_page=True)
+        page.click(f'#tokens .token[data-id="{NURSE_ID}"]')
+        expect(page.locator("#senses tbody tr")).to_have_count(4)
+        expect(page.locator("#sense-word")).to_have_text('" nurse"')
+        zeroed = predictions_after(lambda: page.click('#senses button.zero[data-sense="1"]'))
+        scales = torch.ones(1, len(tokenizer.encode(SENTENCE)), 4)
+        scales[0, 2, 1] = 0
+        top, probs = model_top10(model, tokenizer, SENTENCE, scales)
+        assert [prob for _, prob in zeroed] == pytest.approx(probs, rel=1e-5)
+        assert max(abs(a[1] - b[1]) for a, b in zip(before, zeroed, strict=True)) > 1e-3
+        nurse_chip = page.locator(f'#tokens .token[data-id="{NURSE_ID}"]')
+        expect(nurse_chip).to_have_class("token selected scaled")
+        page.screenshot(path=str(artifacts / "sense-page-zeroed.png"), full_page=True)
 
-            restored = predictions_after(lambda: page.click("#reset"))
-            assert restored == before
-            sync_api.expect(page.locator('#senses input.scale[data-sense="1"]')).to_have_value("1")
+        restored = predictions_after(lambda: page.click("#reset"))
+        assert restored == before
+        expect(page.locator('#senses input.scale[data-sense="1"]')).to_have_value("1")
 
-            # Weights belong to one sentence: a new sentence starts unscaled (the API refuses
-            # scales of tokens that are not in the text).
-            predictions_after(lambda: page.click('#senses button.zero[data-sense="1"]'))
-            page.fill("#sentence", "The doctor said that")
-            other = predictions_after(lambda: page.click("#predict"))
-            top, probs = model_top10(model, tokenizer, "The doctor said that")
-            assert [prob for _, prob in other] == pytest.approx(probs, rel=1e-5)
-            sync_api.expect(page.locator("#error")).to_be_hidden()
-            page.fill("#sentence", SENTENCE)
-            assert predictions_after(lambda: page.click("#predict")) == before
+        # Weights belong to one sentence: a new sentence starts unscaled (the API refuses
+        # scales of tokens that are not in the text).
+        predictions_after(lambda: page.click('#senses button.zero[data-sense="1"]'))
+        page.fill("#sentence", "The doctor said that")
+        other = predictions_after(lambda: page.click("#predict"))
+        top, probs = model_top10(model, tokenizer, "The doctor said that")
+        assert [prob for _, prob in other] == pytest.approx(probs, rel=1e-5)
+        expect(page.locator("#error")).to_be_hidden()
+        page.fill("#sentence", SENTENCE)
+        assert predictions_after(lambda: page.click("#predict")) == before
 
-            page.fill("#sentence", "")
-            page.click("#predict")
-            sync_api.expect(page.locator("#error")).to_contain_text("the text is empty")
-            page.fill("#sentence", "word " * 80)
-            page.click("#predict")
-            sync_api.expect(page.locator("#error")).to_contain_text("this model reads at most 64")
+        page.fill("#sentence", "")
+        page.click("#predict")
+        expect(page.locator("#error")).to_contain_text("the text is empty")
+        page.fill("#sentence", "word " * 80)
+        page.click("#predict")
+        expect(page.locator("#error")).to_contain_text("this model reads at most 64")
 
-            page.fill("#lookup-word", "science")
-            page.click("#lookup")
-            sync_api.expect(page.locator("#lookup-result table caption")).to_contain_text('" science"')
-            sync_api.expect(page.locator("#lookup-result tr[data-sense]")).to_have_count(4)
-            sync_api.expect(page.locator("#error")).to_be_hidden()
-            page.screenshot(path=str(artifacts / "sense-page.png"), full_page=True)
-        finally:
-            browser.close()
+        page.fill("#lookup-word", "science")
+        page.click("#lookup")
+        expect(page.locator("#lookup-result table caption")).to_contain_text('" science"')
+        expect(page.locator("#lookup-result tr[data-sense]")).to_have_count(4)
+        expect(page.locator("#error")).to_be_hidden()
+        page.screenshot(path=str(artifacts / "sense-page.png"), full_page=True)
     assert (artifacts / "sense-page.png").stat().st_size > 10_000
 
 
 @pytest.mark.browser
 @pytest.mark.timeout(180)
 def test_page_lookup_toggles_the_relative_view(url, loaded):
-    sync_api = pytest.importorskip("playwright.sync_api")
-    if not CHROMIUM.exists():
-        pytest.skip(f"no Chromium at {CHROMIUM}")
     model, tokenizer, _ = loaded
     raw, relative = (lookup_token(model, tokenizer, SCIENCE_ID, 8, relative=r) for r in (False, True))
-    with sync_api.sync_playwright() as p:
-        browser = launch_chromium(p)
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 1000})
-            page.set_default_timeout(30_000)
-            page.goto(url)
+    (REPO / "test-artifacts").mkdir(exist_ok=True)
+    with sense_page(url) as (expect, page):
 
-            def shown(relative_view):
-                page.wait_for_selector(f'#lookup-result[data-relative="{str(relative_view).lower()}"] caption')
-                return page.eval_on_selector_all(
-                    "#lookup-result tr[data-sense]", "rows => rows.map(r => [...r.querySelectorAll('span.w')]"
-                    ".map(w => w.textContent))")
+        def shown(relative_view):
+            page.wait_for_selector(f'#lookup-result[data-relative="{str(relative_view).lower()}"] caption')
+            return page.eval_on_selector_all(
+                "#lookup-result tr[data-sense]", "rows => rows.map(r => [...r.querySelectorAll('span.w')]"
+                ".map(w => w.textContent))")
 
-            def words(senses):
-                return [[w["token"] for w in s["top"]] for s in senses]
+        def words(senses):
+            return [[w["token"] for w in s["top"]] for s in senses]
 
-            page.fill("#lookup-word", "science")
-            page.click("#lookup")
-            assert shown(False) == words(raw)
-            page.check("#relative")  # re-runs the look-up shown
-            assert shown(True) == words(relative) != words(raw)
-            sync_api.expect(page.locator("#lookup-result th").last).to_have_text(
-                "Top words, relative to the mean sense")
-            page.screenshot(path=str(REPO / "test-artifacts" / "sense-page-relative.png"), full_page=True)
-            page.uncheck("#relative")
-            assert shown(False) == words(raw)
-            sync_api.expect(page.locator("#error")).to_be_hidden()
-        finally:
-            browser.close()
+        page.fill("#lookup-word", "science")
+        page.click("#lookup")
+        assert shown(False) == words(raw)
+        page.check("#relative")  # re-runs the look-up shown
+        assert shown(True) == words(relative) != words(raw)
+        expect(page.locator("#lookup-result th").last).to_have_text(
+            "Top words, relative to the mean sense")
+        page.screenshot(path=str(REPO / "test-artifacts" / "sense-page-relative.png"), full_page=True)
+        page.uncheck("#relative")
+        assert shown(False) == words(raw)
+        expect(page.locator("#error")).to_be_hidden()
 
 
 @pytest.mark.parametrize("args, message", [
