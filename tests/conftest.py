@@ -1,7 +1,37 @@
+import os
 from pathlib import Path
 
 import pytest
 from common import SHARED
+
+# Under CI only the GPU tests may skip: a test that would skip for a missing browser, cluster,
+# root or shared data is what a user relies on, so there it fails, naming what is missing.
+STRICT = bool(os.environ.get("CI"))
+MAY_SKIP = "gpu"
+
+
+def _skip_reason(report) -> str:
+    return report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+
+
+def _fail_instead(report, where: str) -> None:
+    report.outcome = "failed"
+    report.longrepr = f"CI is set and only GPU tests may skip, but {where} would skip: {_skip_reason(report)}"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = (yield).get_result()
+    if STRICT and report.skipped and not hasattr(report, "wasxfail") and MAY_SKIP not in item.keywords:
+        _fail_instead(report, item.nodeid)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):
+    report = (yield).get_result()
+    # A module-level skip (pytest.importorskip at import): the module's tests never run.
+    if STRICT and report.skipped and not isinstance(collector, pytest.Session):
+        _fail_instead(report, collector.nodeid)
 
 
 @pytest.fixture(scope="session")
