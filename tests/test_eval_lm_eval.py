@@ -9,15 +9,12 @@ import sys
 
 import pytest
 from eval_fixtures import eval_models  # noqa: F401
+from lm_eval.api.instance import Instance
 
-pytest.importorskip("lm_eval")
-
-from lm_eval.api.instance import Instance  # noqa: E402
-
-from backpack_dist.eval.lambada import evaluate_lambada, lambada_requests, load_lambada  # noqa: E402
-from backpack_dist.eval.scoring import Scorer  # noqa: E402
-from backpack_dist.eval.wikitext import detokenize, evaluate_wikitext, load_wikitext  # noqa: E402
-from backpack_dist.pretrained import load_pretrained  # noqa: E402
+from backpack_dist.eval.lambada import evaluate_lambada, lambada_requests, load_lambada
+from backpack_dist.eval.scoring import Scorer
+from backpack_dist.eval.wikitext import detokenize, evaluate_wikitext, load_wikitext
+from backpack_dist.pretrained import load_pretrained
 
 
 def instances(request_type, args_list):
