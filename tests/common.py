@@ -2,6 +2,8 @@
 importable by name because tests/cluster has its own)."""
 
 import os
+import shutil
+import subprocess
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -13,3 +15,23 @@ def tiny_overrides(**extra):
     cfg = dict(d_model=32, n_layer=2, n_head=2, n_senses=4, vocab_size=101, seq_len=24, dropout=0.0)
     cfg.update(extra)
     return cfg
+
+
+def apt_install(packages: list[str], missing) -> str | None:
+    """Install Debian packages with apt-get when `missing()` (the programs not found) is non-empty.
+    None when nothing is missing afterwards, else one line saying why: the caller skips with it."""
+    if not missing():
+        return None
+    if shutil.which("apt-get") is None:
+        return f"{', '.join(missing())} not installed and there is no apt-get to install {', '.join(packages)}"
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for cmd in (["apt-get", "update"], ["apt-get", "install", "-y", "--no-install-recommends", *packages]):
+        try:
+            result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+        except subprocess.TimeoutExpired:
+            return f"`{' '.join(cmd)}` timed out"
+        if result.returncode != 0:
+            output = (result.stdout + result.stderr).strip().splitlines()
+            return f"`{' '.join(cmd)}` failed: {output[-1] if output else f'exit {result.returncode}'}"
+    still = missing()
+    return f"installed {', '.join(packages)} but {', '.join(still)} still missing" if still else None

@@ -12,13 +12,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from common import apt_install
+from PIL import Image, ImageStat
 from sense_checkpoints import make_checkpoint
 
 from backpack_dist.pretrained import load_pretrained
 from backpack_dist.senses.lookup import lookup_token
 from backpack_dist.serve import make_server
 
-REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
 SENTENCE = "When the nurse came into the room,"
 NURSE_ID = 15849  # " nurse" in GPT-2's vocabulary
@@ -140,64 +141,122 @@ def test_a_bad_content_length_is_answered_400(url, length):
     assert head.startswith("HTTP/1.0 400") and f"bad Content-Length '{length}'" in json.loads(body)["error"]
 
 
-@contextlib.contextmanager
-def sense_page(url):
-    """(playwright's expect, a page showing url) in the system's Chromium, closed afterwards."""
+def chromium_missing() -> list[str]:
+    return [] if CHROMIUM.exists() else [str(CHROMIUM)]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """(playwright's expect, the system's Chromium), installed with apt-get when missing, as the
+    cluster tests install SLURM; the tests skip only when that install fails."""
     sync_api = pytest.importorskip("playwright.sync_api")
-    if not CHROMIUM.exists():
-        pytest.skip(f"no Chromium at {CHROMIUM}")
+    # fonts-dejavu-core: glyphs for the page's text and its whitespace symbols on a bare machine
+    why = apt_install(["chromium", "fonts-dejavu-core"], chromium_missing)
+    if why:
+        pytest.skip(f"no Chromium at {CHROMIUM}: {why}")
     with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=[
+        chromium = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=[
             "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"])
         try:
-            page = browser.new_page(viewport={"width": 1280, "height": 1000})
-            page.set_default_timeout(30_000)
-            page.goto(url)
-            yield sync_api.expect, page
+            yield sync_api.expect, chromium
         finally:
-            browser.close()
+            chromium.close()
+
+
+@contextlib.contextmanager
+def sense_page(browser, url):
+    """(playwright's expect, a new page showing url once it has loaded the model's info), closed afterwards."""
+    expect, chromium = browser
+    page = chromium.new_page(viewport={"width": 1280, "height": 1000})
+    try:
+        page.set_default_timeout(30_000)
+        page.goto(url)
+        expect(page.locator("#model")).to_contain_text("4 senses per word")
+        yield expect, page
+    finally:
+        page.close()
+
+
+def screenshot(page, path: Path) -> Path:
+    """A full-page screenshot at path that shows something: a blank or one-colour image fails."""
+    page.screenshot(path=str(path), full_page=True)
+    with Image.open(path) as image:
+        spread = ImageStat.Stat(image.convert("L")).stddev[0]
+        colours = len(image.convert("RGB").getcolors(1 << 24))
+    assert spread > 10 and colours > 50, f"{path} looks blank: grey stddev {spread:.1f}, {colours} colours"
+    return path
+
+
+def shows_error(expect, page, message):
+    """The page shows message as its one-line error."""
+    error = page.locator("#error")
+    expect(error).to_be_visible()
+    expect(error).to_contain_text(message)
+    assert "\n" not in error.text_content()
 
 
 @pytest.mark.browser
 @pytest.mark.timeout(180)
-def test_page_predicts_zeroes_a_sense_and_resets(url, loaded):
+def test_page_predicts_zeroes_a_sense_and_resets(browser, url, loaded, tmp_path):
     model, tokenizer, _ = loaded
-    artifacts = REPO / "test-artifacts"
-    artifacts.mkdir(exist_ok=True)
-    with sense_page(url) as (expect, page):
-        expect(page.locator("#model")).to_contain_text("4 senses per word")
+    n_tokens = len(tokenizer.encode(SENTENCE))
+    with sense_page(browser, url) as (expect, page):
         version = 0
 
-        def predictions_after(action):
+        def predictions_after(*actions):
             nonlocal version
-            action()
+            for action in actions:
+                action()
             version += 1
             page.wait_for_selector(f'#predictions[data-version="{version}"]')
             return page.eval_on_selector_all(
                 "#predictions td.prob", "cells => cells.map(c => [c.dataset.token, Number(c.dataset.prob)])")
 
+        def nurse_scaled(sense, factor):  # the model's top-10 probabilities with one sense of " nurse" scaled
+            scales = torch.ones(1, n_tokens, 4)
+            scales[0, 2, sense] = factor
+            return model_top10(model, tokenizer, SENTENCE, scales)[1]
+
+        # Type a sentence and predict: the top-10 table is the model's.
         page.fill("#sentence", SENTENCE)
         before = predictions_after(lambda: page.click("#predict"))
         top, probs = model_top10(model, tokenizer, SENTENCE)
         assert [tok for tok, _ in before] == [tokenizer.decode([t]) for t in top]
         assert [prob for _, prob in before] == pytest.approx(probs, rel=1e-5)
+        expect(page.locator("#predictions td.word")).to_have_count(10)
+        expect(page.locator("#tokens .token")).to_have_count(n_tokens)
 
+        # Click a word: its senses, each with the look-up's top words.
         page.click(f'#tokens .token[data-id="{NURSE_ID}"]')
         expect(page.locator("#senses tbody tr")).to_have_count(4)
         expect(page.locator("#sense-word")).to_have_text('" nurse"')
+        shown = page.eval_on_selector_all("#senses tbody tr", "rows => rows.map(r => "
+                                          "[...r.querySelectorAll('span.w')].map(w => w.dataset.token))")
+        assert shown == [[w["token"] for w in s["top"]] for s in lookup_token(model, tokenizer, NURSE_ID, 8)]
+
+        # Zero one sense: the prediction changes to the model's with that sense zeroed.
         zeroed = predictions_after(lambda: page.click('#senses button.zero[data-sense="1"]'))
-        scales = torch.ones(1, len(tokenizer.encode(SENTENCE)), 4)
-        scales[0, 2, 1] = 0
-        top, probs = model_top10(model, tokenizer, SENTENCE, scales)
-        assert [prob for _, prob in zeroed] == pytest.approx(probs, rel=1e-5)
+        assert [prob for _, prob in zeroed] == pytest.approx(nurse_scaled(1, 0), rel=1e-5)
         assert max(abs(a[1] - b[1]) for a, b in zip(before, zeroed, strict=True)) > 1e-3
         nurse_chip = page.locator(f'#tokens .token[data-id="{NURSE_ID}"]')
         expect(nurse_chip).to_have_class("token selected scaled")
-        page.screenshot(path=str(artifacts / "sense-page-zeroed.png"), full_page=True)
+        screenshot(page, tmp_path / "sense-page-zeroed.png")
 
         restored = predictions_after(lambda: page.click("#reset"))
         assert restored == before
         expect(page.locator('#senses input.scale[data-sense="1"]')).to_have_value("1")
+        expect(nurse_chip).to_have_class("token selected")
+
+        # A weight that is not a number: one readable line, nothing re-predicted; a number then applies.
+        weight = page.locator('#senses input.scale[data-sense="2"]')
+        weight.fill("abc")
+        weight.press("Enter")
+        shows_error(expect, page, 'the weight of sense 2 of " nurse" must be a number such as 0, 0.5 or 2, got "abc"')
+        screenshot(page, tmp_path / "sense-page-bad-weight.png")
+        expect(page.locator("#predictions")).to_have_attribute("data-version", str(version))
+        halved = predictions_after(lambda: weight.fill("0.5"), lambda: weight.press("Enter"))
+        assert [prob for _, prob in halved] == pytest.approx(nurse_scaled(2, 0.5), rel=1e-5)
+        expect(page.locator("#error")).to_be_hidden()
 
         # Weights belong to one sentence: a new sentence starts unscaled (the API refuses
         # scales of tokens that are not in the text).
@@ -210,35 +269,38 @@ def test_page_predicts_zeroes_a_sense_and_resets(url, loaded):
         page.fill("#sentence", SENTENCE)
         assert predictions_after(lambda: page.click("#predict")) == before
 
-        page.fill("#sentence", "")
-        page.click("#predict")
-        expect(page.locator("#error")).to_contain_text("the text is empty")
-        page.fill("#sentence", "word " * 80)
-        page.click("#predict")
-        expect(page.locator("#error")).to_contain_text("this model reads at most 64")
+        # An empty or over-long sentence: one readable line on the page; the server keeps serving.
+        for name, text, message in [("empty", "", "the text is empty: give a sentence of at least one word"),
+                                    ("long", "word " * 80, "; this model reads at most 64: shorten it")]:
+            page.fill("#sentence", text)
+            page.press("#sentence", "Enter")
+            shows_error(expect, page, message)
+            expect(page.locator("#prediction-block")).to_be_hidden()
+            screenshot(page, tmp_path / f"sense-page-{name}.png")
+            page.fill("#sentence", SENTENCE)
+            assert predictions_after(lambda: page.click("#predict")) == before
+            expect(page.locator("#error")).to_be_hidden()
 
         page.fill("#lookup-word", "science")
         page.click("#lookup")
         expect(page.locator("#lookup-result table caption")).to_contain_text('" science"')
         expect(page.locator("#lookup-result tr[data-sense]")).to_have_count(4)
         expect(page.locator("#error")).to_be_hidden()
-        page.screenshot(path=str(artifacts / "sense-page.png"), full_page=True)
-    assert (artifacts / "sense-page.png").stat().st_size > 10_000
+        screenshot(page, tmp_path / "sense-page.png")
 
 
 @pytest.mark.browser
 @pytest.mark.timeout(180)
-def test_page_lookup_toggles_the_relative_view(url, loaded):
+def test_page_lookup_toggles_the_relative_view(browser, url, loaded, tmp_path):
     model, tokenizer, _ = loaded
     raw, relative = (lookup_token(model, tokenizer, SCIENCE_ID, 8, relative=r) for r in (False, True))
-    (REPO / "test-artifacts").mkdir(exist_ok=True)
-    with sense_page(url) as (expect, page):
+    with sense_page(browser, url) as (expect, page):
 
         def shown(relative_view):
             page.wait_for_selector(f'#lookup-result[data-relative="{str(relative_view).lower()}"] caption')
             return page.eval_on_selector_all(
                 "#lookup-result tr[data-sense]", "rows => rows.map(r => [...r.querySelectorAll('span.w')]"
-                ".map(w => w.textContent))")
+                ".map(w => w.dataset.token))")
 
         def words(senses):
             return [[w["token"] for w in s["top"]] for s in senses]
@@ -250,9 +312,57 @@ def test_page_lookup_toggles_the_relative_view(url, loaded):
         assert shown(True) == words(relative) != words(raw)
         expect(page.locator("#lookup-result th").last).to_have_text(
             "Top words, relative to the mean sense")
-        page.screenshot(path=str(REPO / "test-artifacts" / "sense-page-relative.png"), full_page=True)
+        screenshot(page, tmp_path / "sense-page-relative.png")
         page.uncheck("#relative")
         assert shown(False) == words(raw)
+        expect(page.locator("#error")).to_be_hidden()
+
+
+PRINCE_ID, VICTORY_ID = 19716, 5373  # " prince", " victory"
+
+
+@pytest.mark.browser
+@pytest.mark.timeout(180)
+def test_page_shows_whitespace_tokens_and_labels_every_column(browser, url, loaded, tmp_path):
+    """A bare space, a newline or a blank line is a token like any other: every chip, table cell
+    and heading shows it visibly, and every table column has a heading."""
+    model, tokenizer, _ = loaded
+    text = "When the  prince came in"  # the double space is a token of its own
+    assert " " in [tokenizer.decode([t]) for t in tokenizer.encode(text)]
+    top_words = {t: {w["token"] for s in lookup_token(model, tokenizer, t, 8) for w in s["top"]}
+                 for t in (PRINCE_ID, VICTORY_ID)}
+    assert "\n" in top_words[PRINCE_ID] and "\n\n" in top_words[VICTORY_ID]  # true of this checkpoint
+    with sense_page(browser, url) as (expect, page):
+
+        def shown():  # {token: what the page shows for it} over every chip, prediction and sense word
+            pairs = page.eval_on_selector_all(
+                "#tokens .token, #predictions td.word, #senses span.w, #lookup-result span.w",
+                "els => els.map(e => [e.dataset.token, e.textContent])")
+            assert all(shown.strip() for _, shown in pairs), f"blank tokens on the page: {pairs}"
+            return dict(pairs)
+
+        page.fill("#sentence", text)
+        page.click("#predict")
+        page.click(f'#tokens .token[data-id="{PRINCE_ID}"]')
+        expect(page.locator("#sense-word")).to_have_text('" prince"')
+        page.fill("#lookup-word", "victory")
+        page.click("#lookup")
+        expect(page.locator("#lookup-result caption")).to_have_text(f'token " victory" (id {VICTORY_ID})')
+        screenshot(page, tmp_path / "sense-page-whitespace.png")
+        tokens = shown()
+        assert (tokens[" "], tokens["\n"], tokens["\n\n"], tokens[" prince"]) == ("␣", "↵", "↵↵", " prince")
+
+        # Every column has a heading: each table's head row is as wide as its rows, and no heading is blank.
+        tables = page.eval_on_selector_all("#predictions, #senses, #lookup-result table", """tables => tables.map(t => [
+            [...t.tHead.rows[0].cells].map(c => c.textContent.trim()),
+            [...t.tBodies[0].rows].map(r => r.cells.length)])""")
+        assert len(tables) == 3
+        for headings, widths in tables:
+            assert all(headings) and set(widths) == {len(headings)}, (headings, widths)
+
+        page.click('#tokens .token[data-token=" "]')  # the bare space has senses too
+        expect(page.locator("#sense-word")).to_have_text('"␣"')
+        expect(page.locator("#senses tbody tr")).to_have_count(4)
         expect(page.locator("#error")).to_be_hidden()
 
 

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+from common import apt_install
 
 PACKAGES = ["slurmctld", "slurmd", "slurm-client", "munge"]
 PROGRAMS = ["munged", "mungekey", "slurmctld", "slurmd", "sbatch", "scontrol", "squeue", "scancel", "sinfo", "unshare"]
@@ -31,20 +32,7 @@ def which(program: str) -> str | None:
 
 def install_packages() -> str | None:
     """None when every program is there (installing them if needed), else why not."""
-    if not [p for p in PROGRAMS if which(p) is None]:
-        return None
-    if which("apt-get") is None:
-        return "SLURM and munge are not installed and there is no apt-get to install them"
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for cmd in (["apt-get", "update"], ["apt-get", "install", "-y", "--no-install-recommends", *PACKAGES]):
-        try:
-            result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
-        except subprocess.TimeoutExpired:
-            return f"`{' '.join(cmd)}` timed out"
-        if result.returncode != 0:
-            return f"`{' '.join(cmd)}` failed: {(result.stdout + result.stderr).strip()[-500:]}"
-    missing = [p for p in PROGRAMS if which(p) is None]
-    return f"installed {', '.join(PACKAGES)} but {', '.join(missing)} still missing" if missing else None
+    return apt_install(PACKAGES, lambda: [p for p in PROGRAMS if which(p) is None])
 
 
 def free_port() -> int:
