@@ -2,6 +2,7 @@
 skipped and a run of them stops training; export and load of real checkpoints."""
 
 import json
+import math
 import subprocess
 import sys
 
@@ -173,3 +174,32 @@ def test_remote_data_is_streamed_into_a_local_cache(data, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert sorted(train_lines(run)) == [1, 2, 3, 4]
     assert any((cache / "train").rglob("*.mds*")), "shards were not cached locally"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("zero,precision,nprocs", [(0, "fp32", 1), (1, "fp32", 2), (2, "bf16", 1), (3, "fp32", 1),
+                                                   (3, "bf16", 2), (0, "bf16", 1)])
+def test_non_finite_gradients_with_a_finite_loss_are_skipped_and_counted(data, tmp_path, monkeypatch, zero, precision,
+                                                                          nprocs):
+    """Gradients made infinite (failpoint) on steps 3-4 and 6-8 while the loss stays finite: under
+    every ZeRO stage and precision each update is skipped and reported, the weights do not move,
+    and the third bad step in a row stops the run with exit 3."""
+    from backpack_dist.pretrained import load_pretrained
+    from backpack_dist.train.failpoints import NONFINITE_GRADS
+
+    run = tmp_path / "run"
+    args = tiny_run_args("backpack-micro", data, run, zero=zero, steps=10,
+                         extra=["--precision", precision, "--max_bad_steps", "3", "--save_every", "2", "--keep", "5"])
+    monkeypatch.setenv(NONFINITE_GRADS, "3,4,6,7,8")
+    result = run_training(nprocs, args)
+    assert result.returncode == 3, result.stderr[-3000:]
+    for step, in_a_row in [(3, 1), (4, 2), (6, 1), (7, 2), (8, 3)]:
+        assert f"step {step}: non-finite gradients" in result.stderr and f"({in_a_row} in a row)" in result.stderr
+    assert "step 5: non-finite" not in result.stderr
+    assert "stopping at step 8 after 3 non-finite steps in a row" in result.stderr
+    lines = train_lines(run)
+    assert sorted(lines) == list(range(1, 9)) and all(math.isfinite(lines[s]["loss"]) for s in lines)
+    checkpoints = run / "checkpoints"
+    weights = {s: load_pretrained(checkpoints / f"step_{s:08d}")[0].state_dict() for s in (2, 4, 6)}
+    assert all(torch.equal(weights[2][k], weights[4][k]) for k in weights[2])  # steps 3, 4 skipped
+    assert not all(torch.equal(weights[4][k], weights[6][k]) for k in weights[4])  # step 5 applied

@@ -75,22 +75,26 @@ def deepspeed_config(base: dict, cfg: TrainConfig, world_size: int) -> dict:
 class GuardedAdamW(torch.optim.AdamW):
     """torch's AdamW that skips an update whose gradients are not all finite on every rank.
 
-    DeepSpeed calls it on its (possibly partitioned) fp32 gradients after clipping, so one
-    finite-check here covers every ZeRO stage."""
+    DeepSpeed's ZeRO and bf16 wrappers skip such a step themselves (an invalid gradient norm);
+    with ZeRO-0 in fp32 DeepSpeed calls this optimizer directly, so the check is made here and
+    reported as DeepSpeed's `overflow`: the engine then treats it as its own skipped step (not
+    applied, `skipped_steps` counted, the lr schedule held)."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.skipped_last_step = False
+        self.overflow = False
 
     @torch.no_grad()
     def step(self, closure=None):
         grads = [p.grad for group in self.param_groups for p in group["params"] if p.grad is not None]
         device = grads[0].device if grads else torch.device("cpu")
-        finite = torch.tensor(float(all(torch.isfinite(g).all() for g in grads)), device=device)
+        # One device-to-host sync for all the gradients, not one per tensor.
+        finite = torch.stack([g.isfinite().all() for g in grads] or [torch.ones((), dtype=torch.bool)]).all()
+        finite = finite.float().to(device)
         if torch.distributed.is_initialized():
             torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
-        self.skipped_last_step = finite.item() < 1
-        if self.skipped_last_step:
+        self.overflow = finite.item() < 1
+        if self.overflow:
             return None
         return super().step(closure)
 
@@ -104,7 +108,7 @@ def build_engine(model: nn.Module, cfg: TrainConfig, ds_base: dict, world_size: 
     if "optimizer" not in ds:
         fused = torch.cuda.is_available()
         optimizer = GuardedAdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, fused=fused or None)
-    engine, optimizer, _, scheduler = deepspeed.initialize(
+    engine, _, _, scheduler = deepspeed.initialize(
         model=model, model_parameters=groups, optimizer=optimizer, config=ds)
     if ds.get("zero_optimization", {}).get("stage", 0) == 3:
         # The tied embedding is used as the output layer outside its own module's forward.

@@ -21,6 +21,7 @@ from ..data import STOP_SIGNALS, TokenStream
 from ..model import model_config, model_from_config
 from ..model.flops import training_flops_per_token
 from ..tokenizer import GPT2
+from . import failpoints
 from .config import (
     PREEMPTED_EXIT_CODE,
     ConfigError,
@@ -264,7 +265,7 @@ def train(cfg: TrainConfig) -> int:
     seed_everything(cfg.seed)  # identical initial weights on every rank
     model = model_from_config(model_cfg)
     model.set_implementation(loss=cfg.loss_impl, **({"sense_sum": cfg.sense_sum} if model_cfg.is_backpack else {}))
-    engine, optimizer, _ = build_engine(model, cfg, ds_base, world)
+    engine, _, _ = build_engine(model, cfg, ds_base, world)
     if resume_step is None:
         # DeepSpeed's WarmupDecayLR starts before iteration 0 (lr 0) and the first step only moves
         # it to iteration 0 (lr 0 again); start at iteration 0 so that step s runs at iteration s - 1.
@@ -315,8 +316,9 @@ def train(cfg: TrainConfig) -> int:
     bad_steps, last_saved = 0, step
     window_start, window_tokens, window_flops = time.perf_counter(), 0, 0.0
     exit_code = 0
+    failpoints.install(engine.module, lambda: step + 1)
     while step < cfg.max_steps:
-        lr = optimizer.param_groups[0]["lr"]
+        lr = engine.optimizer.param_groups[0]["lr"]
         loss_sum, step_flops = train_step(engine, stream, accum, device, model_cfg, world)
         window_flops += step_flops
         step += 1
@@ -327,11 +329,13 @@ def train(cfg: TrainConfig) -> int:
         loss_value = loss_sum.item() / (accum * world)
         grad_norm = engine.get_global_grad_norm()
         grad_norm = float(grad_norm) if grad_norm is not None else float("nan")
-        skipped = getattr(optimizer, "skipped_last_step", False) or not math.isfinite(loss_value)
+        # Every ZeRO stage and precision skips an update with non-finite gradients (DeepSpeed's
+        # wrappers or GuardedAdamW) and holds the lr schedule; the engine says whether it applied.
+        skipped = not engine.was_step_applied() or not math.isfinite(loss_value)
         bad_steps = bad_steps + 1 if skipped else 0
         if skipped and rank == 0:
-            report(f"step {step}: non-finite loss {loss_value} or grad norm {grad_norm}; update skipped "
-                   f"({bad_steps} in a row)", bar)
+            what = f"non-finite loss {loss_value}" if not math.isfinite(loss_value) else "non-finite gradients"
+            report(f"step {step}: {what} (grad norm {grad_norm}); update skipped ({bad_steps} in a row)", bar)
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}")
