@@ -177,10 +177,11 @@ def test_remote_data_is_streamed_into_a_local_cache(data, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("zero,precision,nprocs", [(0, "fp32", 1), (1, "fp32", 2), (2, "bf16", 1), (3, "fp32", 1),
-                                                   (3, "bf16", 2), (0, "bf16", 1)])
-def test_non_finite_gradients_with_a_finite_loss_are_skipped_and_counted(data, tmp_path, monkeypatch, zero, precision,
-                                                                          nprocs):
+@pytest.mark.parametrize("ds_config,precision,nprocs", [
+    ("zero0", "fp32", 1), ("zero0", "bf16", 1), ("zero1", "fp32", 2), ("zero2", "bf16", 1), ("zero3", "fp32", 1),
+    ("zero3", "bf16", 2), ("zero3_offload", "fp32", 1)])
+def test_non_finite_gradients_with_a_finite_loss_are_skipped_and_counted(data, tmp_path, monkeypatch, ds_config,
+                                                                          precision, nprocs):
     """Gradients made infinite (failpoint) on steps 3-4 and 6-8 while the loss stays finite: under
     every ZeRO stage and precision each update is skipped and reported, the weights do not move,
     and the third bad step in a row stops the run with exit 3."""
@@ -188,8 +189,9 @@ def test_non_finite_gradients_with_a_finite_loss_are_skipped_and_counted(data, t
     from backpack_dist.train.failpoints import NONFINITE_GRADS
 
     run = tmp_path / "run"
-    args = tiny_run_args("backpack-micro", data, run, zero=zero, steps=10,
-                         extra=["--precision", precision, "--max_bad_steps", "3", "--save_every", "2", "--keep", "5"])
+    args = tiny_run_args("backpack-micro", data, run, steps=10,
+                         extra=["--ds_config", str(REPO / "ds_configs" / f"{ds_config}.json"), "--precision", precision,
+                                "--max_bad_steps", "3", "--save_every", "2", "--keep", "5"])
     monkeypatch.setenv(NONFINITE_GRADS, "3,4,6,7,8")
     result = run_training(nprocs, args)
     assert result.returncode == 3, result.stderr[-3000:]
