@@ -33,7 +33,8 @@ class Commands:
         """Prepare local files: plain text (blank-line separated documents, or --one_doc_per_file),
         jsonl with a `text` field, parquet or arrow. --input takes ONE value: a file, a folder, a
         quoted glob ('data/*.jsonl') or a comma-separated list (a.txt,b.jsonl); not several
-        space-separated paths."""
+        space-separated paths. A lone job merges its output (ready to train on); the jobs of an
+        array (--num_shards N) are joined by `merge` afterwards."""
         if out_dir is None:
             raise PrepError("--out_dir is required")
         _print(run_job(input, out_dir, seq_len=seq_len, tokenizer=tokenizer, val_fraction=val_fraction, seed=seed,
@@ -62,7 +63,8 @@ class Commands:
         self.text(input, out_dir=out_dir, **options)
 
     def merge(self, out_dir=None):
-        """Join the parts of all jobs into OUT/train and OUT/val and write OUT/dataset.json."""
+        """Join the parts of an array's jobs (--num_shards N) into OUT/train and OUT/val and write
+        OUT/dataset.json, once all jobs have finished (a lone job does this itself)."""
         if out_dir is None:
             raise PrepError("--out_dir is required")
         info = merge_parts(str(out_dir))

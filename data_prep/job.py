@@ -15,6 +15,7 @@ from tqdm import tqdm
 from backpack_dist.tokenizer import GPT2, load_tokenizer, tokenizer_fingerprint
 
 from .errors import PrepError, as_bool, as_float, as_int
+from .merge import merge
 from .parts import (
     FORMAT,
     REPAIR_KEYS,
@@ -240,8 +241,9 @@ def check_job_options(out_dir, *, num_shards=1, shard_index=0, workers=1, overwr
 
 def run_job(inputs, out_dir, *, num_shards: int = 1, shard_index: int = 0, workers: int = 1, overwrite: bool = False,
             progress: bool = True, **options) -> dict:
-    """Build the parts that belong to job shard_index of num_shards (part p belongs to job p % num_shards).
-    Returns a summary: parts built/skipped and their counts."""
+    """Build the parts that belong to job shard_index of num_shards (part p belongs to job p % num_shards);
+    a lone job (num_shards=1) then merges. Returns a summary: parts built/skipped, their counts, and
+    `merged` (the dataset.json path, or None for a job of an array, which `merge` joins afterwards)."""
     job = check_job_options(out_dir, num_shards=num_shards, shard_index=shard_index, workers=workers,
                             overwrite=overwrite, progress=progress, **options)  # cheap: planning reads the input
     out_dir, num_shards, shard_index = job["out_dir"], job["num_shards"], job["shard_index"]
@@ -276,4 +278,13 @@ def run_job(inputs, out_dir, *, num_shards: int = 1, shard_index: int = 0, worke
         "seconds": round(seconds, 3),
         "tokens_per_second": round(tokens / seconds) if seconds > 0 and tokens else 0,
     }
+    if num_shards == 1:
+        # A lone job holds every part, so it merges them itself and its output is ready to train
+        # on. A job of an array cannot know when the others end: `merge` runs after all of them.
+        if not (out_dir / "dataset.json").is_file():  # a rerun with nothing to do keeps the merge
+            merge(out_dir)
+        summary["merged"] = str(out_dir / "dataset.json")
+    else:
+        summary["merged"] = None
+        summary["next"] = f"once all {num_shards} jobs have finished: python -m data_prep merge --out_dir {out_dir}"
     return summary

@@ -1,5 +1,6 @@
 """Joining the committed parts into OUT/train/index.json and OUT/val/index.json (with
-streaming's own merge_index) and writing OUT/dataset.json, the training loader's entry point."""
+streaming's own merge_index) and writing OUT/dataset.json, the training loader's entry point.
+A lone prep job calls merge itself; `python -m data_prep merge` runs it after an array of jobs."""
 
 from __future__ import annotations
 
@@ -95,9 +96,12 @@ def read_dataset_info(out_dir, check_splits: bool = True) -> dict:
     path = out_dir / "dataset.json"
     if not path.is_file():
         hint = (
-            "run `python -m data_prep merge --out_dir {0}`".format(out_dir)
+            # a lone job merges itself, so this is an array's output or a job that was stopped
+            f"once all its prep jobs have finished run `python -m data_prep merge --out_dir {out_dir}` "
+            "(a one-job prep that was stopped: rerun it)"
             if (out_dir / "prep.json").is_file()
-            else "prepare it with `python -m data_prep text|openwebtext --out_dir ...` and merge"
+            else "prepare it with `python -m data_prep text|openwebtext --out_dir ...` (an array of "
+            "--num_shards jobs then needs `python -m data_prep merge`)"
         )
         raise PrepError(f"{out_dir} is not a merged data-prep output (no dataset.json); {hint}")
     try:

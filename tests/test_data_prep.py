@@ -178,6 +178,8 @@ def test_sharded_jobs_in_process_match_one_job(shared_data, tmp_path):
         if i < 2:
             with pytest.raises(ValueError, match="not committed"):
                 data_prep.merge(many)
+    with pytest.raises(ValueError, match="not a merged data-prep output"):  # an array's jobs leave it to merge
+        data_prep.read_dataset_info(many)
     info_many = data_prep.merge(many)
     info_one = data_prep.read_dataset_info(one)
     assert info_many["splits"] == info_one["splits"]
@@ -260,16 +262,14 @@ def test_rerun_skips_committed_parts_redoes_partial_ones_and_refuses_other_setti
     with pytest.raises(ValueError, match="part-00001"):
         data_prep.merge(out)
     redo = data_prep.prepare_text(src, out, seq_len=128, val_fraction=0.05, part_mb=0.3)
-    assert redo["parts_built"] == ["part-00001"] and not (out / "dataset.json").exists()
-    with pytest.raises(ValueError, match="not a merged data-prep output"):
-        data_prep.read_dataset_info(out)
-    assert data_prep.merge(out)["splits"] == first["splits"]
+    assert redo["parts_built"] == ["part-00001"] and redo["merged"] == str(out / "dataset.json")
+    assert data_prep.read_dataset_info(out)["splits"] == first["splits"]
     assert not (out / ".tmp/part-00001").exists()
 
     with pytest.raises(ValueError, match=r"different settings \(changed: .*seq_len"):
         data_prep.prepare_text(src, out, seq_len=64, val_fraction=0.05, part_mb=0.3)
     data_prep.prepare_text(src, out, seq_len=64, val_fraction=0.05, part_mb=0.3, overwrite=True)
-    assert data_prep.merge(out)["seq_len"] == 64
+    assert data_prep.read_dataset_info(out)["seq_len"] == 64
     check_sample_shapes(out, 64)
 
 
@@ -292,7 +292,9 @@ def test_tokenizer_file_and_dataset_info(shared_data, tmp_path):
 
 def test_inspect_prints_counts_and_samples(shared_data, tmp_path):
     out = tmp_path / "out"
-    data_prep.prepare_text([shared_data / "tinyshakespeare/input.txt"], out, seq_len=64, val_fraction=0.01)
+    # job 0 of an array of 2 (it owns the one part): unmerged until `merge`
+    data_prep.prepare_text([shared_data / "tinyshakespeare/input.txt"], out, seq_len=64, val_fraction=0.01,
+                           num_shards=2)
     assert "not merged yet; 1 of 1 parts" in data_prep.inspect(out)
     data_prep.merge(out)
     text = data_prep.inspect(out, samples=1)

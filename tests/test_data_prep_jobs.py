@@ -1,8 +1,10 @@
-"""data_prep as real processes: three concurrent CLI jobs + merge equal one job, a job killed
-with SIGKILL mid-part and rerun (with two workers) equals an uninterrupted one, CLI errors."""
+"""data_prep as real processes: a one-job prep is ready to train on, three concurrent CLI jobs
++ merge equal one job, a job killed with SIGKILL mid-part and rerun (with two workers) equals an
+uninterrupted one, CLI errors."""
 
 import gzip
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -11,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from train_helpers import metrics, run_training, tiny_run_args
 
 import data_prep
 from data_prep.parts import read_prep
@@ -63,13 +66,30 @@ def shard_hashes(out):
             for p in sorted(out.glob("*/part-*/*.zstd"))}
 
 
+def test_one_job_prep_merges_itself_and_trains(shared_data, tmp_path):
+    """The reported break: `text` without --num_shards, then train, said "not a merged data-prep output"."""
+    out, run = tmp_path / "out", tmp_path / "run"
+    rc, stdout, err = run_cli("text", "--input", shared_data / "tinyshakespeare/input.txt", "--out_dir", out,
+                              "--seq_len", "64", "--val_fraction", "0.05", "--progress", "False")
+    assert rc == 0, err
+    assert json.loads(stdout)["merged"] == str(out / "dataset.json")
+    assert data_prep.read_dataset_info(out)["seq_len"] == 64
+    result = run_training(1, tiny_run_args("backpack-micro", out, run, steps=2))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert [m["step"] for m in metrics(run) if "loss" in m] == [1, 2]
+
+
 def test_three_concurrent_jobs_and_merge_equal_one_job(shared_data, reference, tmp_path):
     out = tmp_path / "out"
     jobs = [cli("text", "--input", ",".join(inputs(shared_data)), "--out_dir", out, "--num_shards", 3,
                 "--shard_index", i, *OPTIONS) for i in range(3)]
     for job in jobs:
-        _, err = job.communicate(timeout=300)
+        stdout, err = job.communicate(timeout=300)
         assert job.returncode == 0, err
+        assert json.loads(stdout)["merged"] is None  # a job of an array leaves the merge to `merge`
+    # every job has ended and every part is committed, yet an array's output needs `merge`
+    with pytest.raises(ValueError, match=f"not a merged data-prep output .*data_prep merge --out_dir {out}"):
+        data_prep.read_dataset_info(out)
     rc, _, err = run_cli("merge", "--out_dir", out)
     assert rc == 0, err
     info, ref = data_prep.read_dataset_info(out), data_prep.read_dataset_info(reference)
@@ -100,7 +120,7 @@ def test_job_killed_mid_part_and_rerun_gives_the_same_result(shared_data, refere
     rc, stdout, err = run_cli(*args, "--workers", 2)
     assert rc == 0, err
     assert f'"parts_already_committed": {committed}' in stdout
-    info = data_prep.merge(out)
+    info = data_prep.read_dataset_info(out)  # the rerun, a lone job, merged
     assert committed < total == info["num_parts"]
     assert info["splits"] == data_prep.read_dataset_info(reference)["splits"]
     assert not list((out / ".tmp").glob("part-*"))

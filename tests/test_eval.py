@@ -7,6 +7,7 @@ import math
 import os
 import random
 import re
+import shutil
 import stat
 
 import numpy as np
@@ -234,23 +235,44 @@ PAIRS = [("old", "new", 1.58), ("smart", "intelligent", 9.2), ("hard", "difficul
          ("tiger", "cat", 7.35), ("journey", "voyage", 9.29), ("stock", "market", 8.08)]
 
 
+# Per set, the pairs and scores its fixture files hold (scores as written, so they parse back exactly).
+SIM_PAIRS = {"simlex": PAIRS, "simverb": [(a, b, round(s / 1.1, 2)) for a, b, s in PAIRS],
+             "rg65": [(a, b, round(s / 2.5, 2)) for a, b, s in PAIRS[:8]], "ws353": PAIRS}
+
+
 def write_similarity(directory):
     """The four sets in their original text layouts."""
     directory.mkdir(parents=True, exist_ok=True)
     with open(directory / "SimLex-999.txt", "w") as f:
         f.write("word1\tword2\tPOS\tSimLex999\tconc(w1)\tconc(w2)\tconcQ\tAssoc(USF)\tSimAssoc333\tSD(SimLex)\n")
-        for a, b, s in PAIRS:
+        for a, b, s in SIM_PAIRS["simlex"]:
             f.write(f"{a}\t{b}\tA\t{s}\t2.72\t2.81\t2\t7.25\t1\t0.41\n")
     with open(directory / "SimVerb-3500.txt", "w") as f:
-        for a, b, s in PAIRS:
-            f.write(f"{a}\t{b}\tV\t{s / 1.1:.2f}\tSYNONYMS\n")
+        for a, b, s in SIM_PAIRS["simverb"]:
+            f.write(f"{a}\t{b}\tV\t{s}\tSYNONYMS\n")
     with open(directory / "RG65.txt", "w") as f:
-        for a, b, s in PAIRS[:8]:
-            f.write(f"{a};{b};{s / 2.5:.2f}\n")
+        for a, b, s in SIM_PAIRS["rg65"]:
+            f.write(f"{a};{b};{s}\n")
     with open(directory / "combined.tab", "w") as f:
         f.write("Word 1\tWord 2\tHuman (mean)\n")
-        for a, b, s in PAIRS:
-            f.write(f"{a}\t{b}\t{s:.2f}\n")
+        for a, b, s in SIM_PAIRS["ws353"]:
+            f.write(f"{a}\t{b}\t{s}\n")
+    return directory
+
+
+COLLECTION_FILES = {"simlex": "EN-SIMLEX-999.txt", "simverb": "EN-SimVerb-3500.txt", "rg65": "EN-RG-65.txt",
+                    "ws353": "EN-WS-353-ALL.txt"}
+
+
+def write_collection(directory):
+    """The same sets as the widely copied collection holds them: a subfolder of one file per set,
+    word<TAB>word<TAB>score with no header, beside other sets' files and subsets (not to be used)."""
+    sub = directory / "eval-word-vectors" / "data" / "word-sim"
+    sub.mkdir(parents=True)
+    for name, file_name in COLLECTION_FILES.items():
+        (sub / file_name).write_text("".join(f"{a}\t{b}\t{s}\n" for a, b, s in SIM_PAIRS[name]))
+    for decoy in ("EN-SIMLEX-999-NOUN.txt", "EN-WS-353-SIM.txt", "EN-MEN-TR-3k.txt"):
+        (sub / decoy).write_text("sun\tmoon\t1\ncar\tbus\t2\ncat\tdog\t3\n")
     return directory
 
 
@@ -289,6 +311,52 @@ def test_similarity_matches_brute_force(loaded, tmp_path):
             assert math.isclose(metrics[f"sense_{l}"], spearmanr(human, sims[:, l]).statistic, abs_tol=1e-6)
         assert math.isclose(metrics["sense_min"], spearmanr(human, sims.min(1)).statistic, abs_tol=1e-6)
         assert metrics["best_sense_rho"] == max(metrics[f"sense_{l}"] for l in range(4))
+
+
+def test_similarity_collection_format_reads_as_the_original_releases(tmp_path):
+    from backpack_dist.model import build_model
+    from backpack_dist.tokenizer import load_tokenizer
+
+    names = list(SIM_PAIRS)
+    original, original_records = load_similarity(write_similarity(tmp_path / "original"), names)
+    found, records = load_similarity(write_collection(tmp_path / "collection"), names)
+    assert original == found == SIM_PAIRS
+    sub = tmp_path / "collection" / "eval-word-vectors" / "data" / "word-sim"
+    for name in names:  # the set's own file was read, in the subfolder, and the scored content is the same
+        assert list(records[name]["files"]) == [str(sub / COLLECTION_FILES[name])]
+        assert records[name]["content_sha256"] == original_records[name]["content_sha256"]
+    torch.manual_seed(0)
+    model, enc = build_model("backpack-micro", **TINY).eval(), load_tokenizer("gpt2")
+    for name in names:
+        metrics = evaluate_similarity(model, enc, found[name], name=name)
+        assert metrics == evaluate_similarity(model, enc, original[name], name=name)
+        assert metrics["examples"] == len(SIM_PAIRS[name]) and -1 <= metrics["embedding"] <= 1
+
+    # A linked folder is searched, and a link back up the tree is not followed round forever.
+    (tmp_path / "linked").mkdir()
+    (tmp_path / "linked" / "word-sim").symlink_to(sub)
+    (sub / "up").symlink_to(tmp_path / "collection")
+    assert load_similarity(tmp_path / "linked", names)[0] == SIM_PAIRS
+
+    # Two copies of one file are one file; two different ones are a question the user answers.
+    shutil.copy(sub / "EN-RG-65.txt", tmp_path / "collection" / "EN-RG-65.txt")
+    assert load_similarity(tmp_path / "collection", ["rg65"])[0]["rg65"] == SIM_PAIRS["rg65"]
+    (tmp_path / "collection" / "en-rg-65.txt").write_text("cat\tdog\t3\ncar\tbus\t2\nsun\tmoon\t1\n")
+    with pytest.raises(ValueError, match=r"holds 3 different EN-RG-65.txt files \(.*\); remove the extra ones"):
+        load_similarity(tmp_path / "collection", ["rg65"])
+
+    # The collection has no header: a first line that is not a pair is an error, not skipped.
+    headed = tmp_path / "headed"
+    headed.mkdir()
+    (headed / "EN-RG-65.txt").write_text("word1\tword2\tscore\n" + (sub / "EN-RG-65.txt").read_text())
+    with pytest.raises(ValueError, match=r"EN-RG-65.txt line 1 is not in the RG-65 format: expected word1, word2 "
+                                         r"and a numeric score in column 3; fix or remove the line"):
+        load_similarity(headed, ["rg65"])
+    # A set with no file: the message lists every name looked for.
+    with pytest.raises(ValueError, match=r"no SimLex-999 file in .*headed or its subfolders \(looked for "
+                                         r"SimLex-999.txt, SimLex999.txt, EN-SIMLEX-999.txt\); add one, or leave "
+                                         r"simlex out of --tasks"):
+        load_similarity(tmp_path / "headed", ["simlex"])
 
 
 def test_similarity_without_variance_is_refused(tmp_path):
@@ -414,7 +482,11 @@ def test_help_shows_the_flags_and_commands_only(capsys, argv, shown):
     ("blimp fields", ["--tasks", "blimp", "--blimp_dir", "{bad_blimp}"], "sentence_good"),
     ("blimp names", ["--tasks", "blimp", "--blimp_dir", "{tmp}"], "not BLiMP sub-tasks"),
     ("similarity format", ["--tasks", "simlex", "--similarity_dir", "{bad_sim}"], "line 3 is not in the SimLex"),
-    ("similarity missing", ["--tasks", "similarity", "--similarity_dir", "{tmp}"], "no SimLex-999 file"),
+    ("similarity missing", ["--tasks", "similarity", "--similarity_dir", "{decoy_sim}"],
+     "no SimLex-999 file in {decoy_sim} or its subfolders (looked for SimLex-999.txt, SimLex999.txt, "
+     "EN-SIMLEX-999.txt); add one"),
+    ("similarity collection format", ["--tasks", "rg65", "--similarity_dir", "{tmp}/bad_collection"],
+     "sets/EN-RG-65.txt line 2 is not in the RG-65 format: expected word1, word2 and a numeric score in column 3"),
     ("owt folder", ["--tasks", "owt", "--owt_val_dir", "{tmp}"], "is not data-prep output"),
     ("lambada folder", ["--lambada_path", "{tmp}"], "is a folder, not a file (pass the OpenAI lambada_test.jsonl)"),
     ("lambada encoding", ["--lambada_path", "{tmp}/latin1.jsonl"], "latin1.jsonl is not UTF-8 text (byte 29, line 2"),
@@ -456,10 +528,16 @@ def test_bad_input_is_a_clear_error(eval_models, shared_data, tmp_path, capsys, 
     flat_sim = tmp_path / "flat_sim"
     flat_sim.mkdir()
     (flat_sim / "RG65.txt").write_text("cat;dog;3\ncar;bus;3\nsun;moon;3\n")
+    decoy_sim = tmp_path / "decoy_sim"  # a subset of SimLex is not SimLex
+    (decoy_sim / "sets").mkdir(parents=True)
+    (decoy_sim / "sets" / "EN-SIMLEX-999-NOUN.txt").write_text("cat\tdog\t3\ncar\tbus\t2\nsun\tmoon\t1\n")
+    (tmp_path / "bad_collection" / "sets").mkdir(parents=True)
+    (tmp_path / "bad_collection" / "sets" / "EN-RG-65.txt").write_text("cat\tdog\t3\ncar bus\t2\nsun\tmoon\t1\n")
     paths = {"tmp": tmp_path, "wiki": shared_data / "wikitext2" / "wiki.test.raw",
              "wiki_tokens": shared_data / "wikitext2" / "wiki.test.tokens",
              "lambada": shared_data / "lambada_openai" / "lambada_test.jsonl", "bad_blimp": bad_blimp,
-             "bad_sim": bad_sim, "empty_blimp": empty_blimp, "flat_sim": flat_sim}
+             "bad_sim": bad_sim, "empty_blimp": empty_blimp, "flat_sim": flat_sim, "decoy_sim": decoy_sim}
+    message = message.format(**paths)
     argv = with_flags({"--checkpoint": str(eval_models["backpack"]), "--tasks": "lambada", "--limit": "2",
                        "--out": str(tmp_path / "out.json")}, [a.format(**paths) for a in args])
     with pytest.raises(SystemExit) as exit_info:

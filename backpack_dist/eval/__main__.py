@@ -59,7 +59,9 @@ Args:
     lambada_path: OpenAI's lambada_test.jsonl, instead of the hub
     wikitext_path: wiki.test.raw, instead of the hub
     blimp_dir: folder of BLiMP's UID.jsonl files, instead of the hub
-    similarity_dir: folder with SimLex-999.txt, SimVerb-3500.txt, RG65.txt and WordSim-353 combined.tab
+    similarity_dir: folder holding, in it or its subfolders, each set's original release (SimLex-999.txt,
+        SimVerb-3500.txt, RG65.txt, WordSim-353 combined.tab) or collection file (EN-SIMLEX-999.txt,
+        EN-SimVerb-3500.txt, EN-RG-65.txt, EN-WS-353-ALL.txt: word, word, score)
     progress: show progress bars (--noprogress to hide them)
 """
 

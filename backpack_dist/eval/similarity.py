@@ -2,11 +2,14 @@
 
 For every model: cosine of output embeddings E[w]. For Backpacks also, for each sense index l,
 Sim_l(w, w') = cosine(C(w)_l, C(w')_l), and Sim_min = min over l. Words are prefixed by a space;
-a word of several tokens is the mean of its tokens' vectors. The four sets are read from their
-original text files in --similarity_dir."""
+a word of several tokens is the mean of its tokens' vectors. The four sets are read from the files
+users hold, found in --similarity_dir or its subfolders: the original releases, or the widely
+copied collection of one `EN-*.txt` file per set (word, word, score)."""
 
 from __future__ import annotations
 
+import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,27 +20,76 @@ from .sources import local_record
 
 
 @dataclass(frozen=True)
+class Layout:
+    """One way a set is distributed: its file names (matched case-insensitively) and columns."""
+    names: tuple[str, ...]
+    score_column: int  # 0-based
+    header: bool  # the first line may be a header (the original releases differ in this)
+
+
+def collection(name: str) -> Layout:
+    # The collection format (mfaruqui/eval-word-vectors, wordvectors.org and their many copies):
+    # one file per set, word<TAB>word<TAB>score, no header.
+    return Layout((name,), 2, header=False)
+
+
+@dataclass(frozen=True)
 class SimilaritySet:
     title: str
-    file_names: tuple[str, ...]  # original release names, matched case-insensitively
-    score_column: int
+    layouts: tuple[Layout, ...]  # searched in this order: the original release first
+
+    def file_names(self) -> list[str]:
+        return [name for layout in self.layouts for name in layout.names]
 
 
+# The one table of what each set's file is called and how it is read.
 SETS = {
-    "simlex": SimilaritySet("SimLex-999", ("simlex-999.txt", "simlex999.txt"), 3),
-    "simverb": SimilaritySet("SimVerb-3500", ("simverb-3500.txt", "simverb3500.txt"), 3),
-    "rg65": SimilaritySet("RG-65", ("rg65.txt", "rg-65.txt", "rg65.csv", "rg-65.csv", "rg65.tsv"), 2),
-    "ws353": SimilaritySet("WordSim-353", ("combined.tab", "combined.csv", "wordsim353.tsv", "wordsim353.txt",
-                                           "ws353.txt", "ws353.tsv"), 2),
+    "simlex": SimilaritySet("SimLex-999", (Layout(("SimLex-999.txt", "SimLex999.txt"), 3, header=True),
+                                           collection("EN-SIMLEX-999.txt"))),
+    "simverb": SimilaritySet("SimVerb-3500", (Layout(("SimVerb-3500.txt", "SimVerb3500.txt"), 3, header=True),
+                                              collection("EN-SimVerb-3500.txt"))),
+    "rg65": SimilaritySet("RG-65", (Layout(("RG65.txt", "RG-65.txt", "RG65.csv", "RG-65.csv", "RG65.tsv"), 2,
+                                           header=True),
+                                    collection("EN-RG-65.txt"))),
+    "ws353": SimilaritySet("WordSim-353", (Layout(("combined.tab", "combined.csv", "wordsim353.tsv",
+                                                   "wordsim353.txt", "ws353.txt", "ws353.tsv"), 2, header=True),
+                                           collection("EN-WS-353-ALL.txt"))),  # -SIM and -REL are subsets
 }
 
 
-def find_file(directory: Path, spec: SimilaritySet) -> Path:
-    by_name = {p.name.lower(): p for p in directory.iterdir() if p.is_file()}
-    for name in spec.file_names:
-        if name in by_name:
-            return by_name[name]
-    raise ValueError(f"{directory} has no {spec.title} file (expected one of: {', '.join(spec.file_names)})")
+def find_files(directory: Path) -> dict[str, list[Path]]:
+    """Lower-case file name -> the files of that name (of any set) in directory and its subfolders,
+    in sorted order. Linked folders are followed (each real folder once)."""
+    wanted = {name.lower() for spec in SETS.values() for name in spec.file_names()}
+    found, seen = {}, set()
+    for root, dirs, names in os.walk(directory, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen:  # a link back up the tree
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs.sort()
+        for name in sorted(names):
+            if name.lower() in wanted and os.path.isfile(os.path.join(root, name)):
+                found.setdefault(name.lower(), []).append(Path(root, name))
+    return found
+
+
+def find_file(directory: Path, files: dict[str, list[Path]], name: str) -> tuple[Path, Layout]:
+    spec = SETS[name]
+    for layout in spec.layouts:
+        for file_name in layout.names:
+            paths = files.get(file_name.lower(), [])
+            if len({p.read_bytes() for p in paths}) > 1:  # copies of one file are fine; which of two differing?
+                raise ValueError(f"{directory} holds {len(paths)} different {file_name} files "
+                                 f"({', '.join(map(str, paths))}); remove the extra ones or pass --similarity_dir "
+                                 "the folder of the one to use")
+            if paths:
+                return paths[0], layout
+    others = ",".join(n for n in SETS if n != name)
+    raise ValueError(f"no {spec.title} file in {directory} or its subfolders (looked for "
+                     f"{', '.join(spec.file_names())}); add one, or leave {name} out of --tasks "
+                     f"(e.g. --tasks {others})")
 
 
 def _fields(line: str) -> list[str]:
@@ -47,8 +99,8 @@ def _fields(line: str) -> list[str]:
     return line.split()
 
 
-def read_pairs(path: Path, spec: SimilaritySet) -> list[tuple[str, str, float]]:
-    """(word1, word2, human score) from one original file; a header line is skipped."""
+def read_pairs(path: Path, layout: Layout, title: str) -> list[tuple[str, str, float]]:
+    """(word1, word2, human score) from one file of a set."""
     pairs = []
     lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
     for n, line in enumerate(lines, 1):
@@ -56,32 +108,39 @@ def read_pairs(path: Path, spec: SimilaritySet) -> list[tuple[str, str, float]]:
             continue
         fields = _fields(line)
         try:
-            pairs.append((fields[0], fields[1], float(fields[spec.score_column])))
+            pair = (fields[0], fields[1], float(fields[layout.score_column]))
         except (IndexError, ValueError):
-            if n == 1 and not pairs:
-                continue  # header
-            raise ValueError(f"{path} line {n} is not in the {spec.title} format: expected word1, word2 and a "
-                             f"numeric score in column {spec.score_column + 1}") from None
+            pair = None
+        if pair is None or not (pair[0] and pair[1] and math.isfinite(pair[2])):
+            if layout.header and n == 1:
+                continue
+            raise ValueError(f"{path} line {n} is not in the {title} format: expected word1, word2 and a numeric "
+                             f"score in column {layout.score_column + 1}; fix or remove the line")
+        pairs.append(pair)
     if len(pairs) < 3:
         raise ValueError(f"{path} holds {len(pairs)} word pairs; a Spearman correlation needs at least 3")
     if len({score for _, _, score in pairs}) == 1:
         raise ValueError(f"{path}: all {len(pairs)} human scores are {pairs[0][2]:g}, so the similarity set has no "
-                         f"variance and no Spearman correlation; check that column {spec.score_column + 1} holds "
-                         f"the {spec.title} scores")
+                         f"variance and no Spearman correlation; check that column {layout.score_column + 1} holds "
+                         f"the {title} scores")
     return pairs
 
 
 def load_similarity(directory, names) -> tuple[dict[str, list], dict[str, dict]]:
     if directory is None:
-        raise ValueError("the similarity sets are read from their original files: pass --similarity_dir DIR holding "
-                         "SimLex-999.txt, SimVerb-3500.txt, RG65.txt and WordSim-353's combined.tab")
+        raise ValueError("the similarity sets are read from files: pass --similarity_dir DIR holding, in it or its "
+                         "subfolders, the original releases (SimLex-999.txt, SimVerb-3500.txt, RG65.txt, WordSim-353's "
+                         "combined.tab) or the collection's EN-SIMLEX-999.txt, EN-SimVerb-3500.txt, EN-RG-65.txt, "
+                         "EN-WS-353-ALL.txt")
     directory = Path(directory)
     if not directory.is_dir():
-        raise ValueError(f"similarity folder {directory} does not exist")
+        what = "is a file" if directory.exists() else "does not exist"
+        raise ValueError(f"similarity folder {directory} {what}; pass --similarity_dir the folder holding the sets")
+    files = find_files(directory)
     data, records = {}, {}
     for name in names:
-        path = find_file(directory, SETS[name])
-        data[name] = read_pairs(path, SETS[name])
+        path, layout = find_file(directory, files, name)
+        data[name] = read_pairs(path, layout, SETS[name].title)
         records[name] = local_record([path], data[name])
     return data, records
 
