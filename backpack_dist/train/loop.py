@@ -33,12 +33,14 @@ from .config import (
     validate,
 )
 from .engine import build_engine, init_distributed, use_bf16
+from .init_from import initial_weights
 from .metrics import MetricsLog, device_peak_flops
 from .run_lock import hold_run_dir
+from .validation import Validation
 
 # Settings that must not change when a run directory is resumed.
 RESUME_INVARIANTS = ("model", "global_batch", "seed", "d_model", "n_layer", "n_head", "n_senses", "vocab_size",
-                     "seq_len", "dropout")
+                     "seq_len", "dropout", "init_from")
 
 
 class StopRequest:
@@ -165,45 +167,8 @@ def read_tokenizer_file(tokenizer: str, rank: int) -> bytes | None:
         return None
 
 
-@torch.no_grad()
-def evaluate(engine, stream_factory, batches: int, device) -> float:
-    """Mean token cross-entropy over the first `batches` micro batches of the validation split."""
-    engine.eval()
-    total = torch.zeros(2, device=device, dtype=torch.float64)
-    for i, (x, y) in enumerate(stream_factory()):
-        if i == batches:
-            break
-        x, y = x.to(device), y.to(device)
-        n = (y != -100).sum()
-        if n > 0:
-            total[0] += engine(x, targets=y).double() * n
-            total[1] += n
-    torch.distributed.all_reduce(total)
-    engine.train()
-    return (total[0] / total[1]).item() if total[1] > 0 else float("nan")
-
-
 def remote_split(cfg: TrainConfig, split: str) -> str | None:
     return f"{cfg.remote.rstrip('/')}/{split}" if cfg.remote else None
-
-
-def validation_batches(cfg: TrainConfig, data_info: dict, seq_len: int):
-    from streaming import StreamingDataset
-
-    from ..data import collate_tokens
-
-    if data_info["splits"].get("val", {}).get("samples", 0) == 0:
-        return None
-    val_dir = os.path.join(cfg.data_dir, "val")
-    dataset = StreamingDataset(local=val_dir, remote=remote_split(cfg, "val"), shuffle=False,
-                               batch_size=cfg.micro_batch, num_canonical_nodes=cfg.num_canonical_nodes)
-
-    def batches():
-        return iter(torch.utils.data.DataLoader(dataset, batch_size=cfg.micro_batch, num_workers=0,
-                                                collate_fn=lambda s: collate_tokens(s, seq_len),
-                                                generator=torch.Generator()))  # leave the dropout RNG alone
-
-    return batches
 
 
 def plan_resume(ds_base: dict, run_dir: Path, resume_step: int | None, rank: int, world: int):
@@ -242,6 +207,9 @@ def train(cfg: TrainConfig) -> int:
     validate(cfg, world)
     data_info = read_data_info(cfg)
     model_cfg = model_config(cfg.model, **cfg.model_overrides)
+    init_state = None
+    if cfg.init_from is not None:
+        init_state, model_cfg = initial_weights(cfg, data_info)
     check_data_fits_model(data_info, model_cfg.vocab_size, model_cfg.seq_len)
     check_data_fits_run(data_info, cfg.micro_batch, world, cfg.num_canonical_nodes)
     seq_len = data_info["seq_len"]
@@ -264,6 +232,8 @@ def train(cfg: TrainConfig) -> int:
 
     seed_everything(cfg.seed)  # identical initial weights on every rank
     model = model_from_config(model_cfg)
+    if init_state is not None:
+        model.load_state_dict(init_state)
     model.set_implementation(loss=cfg.loss_impl, **({"sense_sum": cfg.sense_sum} if model_cfg.is_backpack else {}))
     engine, _, _ = build_engine(model, cfg, ds_base, world)
     if resume_step is None:
@@ -282,7 +252,11 @@ def train(cfg: TrainConfig) -> int:
     # Its workers ignore stop signals, so they must be stopped before multiprocessing's own exit
     # hook waits for them (atexit runs the hooks registered last first).
     atexit.register(stream.close)
-    val_batches = validation_batches(cfg, data_info, seq_len)
+    val = None
+    if data_info["splits"].get("val", {}).get("samples", 0) > 0:
+        val = Validation(os.path.join(cfg.data_dir, "val"), remote=remote_split(cfg, "val"),
+                         samples=cfg.eval_batches * cfg.micro_batch, micro_batch=cfg.micro_batch, seq_len=seq_len,
+                         rank=rank, world=world)
 
     step, tokens_seen = 0, 0
     if resume_step is not None:
@@ -347,8 +321,8 @@ def train(cfg: TrainConfig) -> int:
             log.log(record)
         if step % cfg.log_every == 0:
             window_start, window_tokens, window_flops = time.perf_counter(), 0, 0.0
-        if val_batches is not None and (step % cfg.eval_every == 0 or step == cfg.max_steps):
-            val_loss = evaluate(engine, val_batches, cfg.eval_batches, device)
+        if val is not None and (step % cfg.eval_every == 0 or step == cfg.max_steps):
+            val_loss = val.loss(engine, device)
             if rank == 0:
                 log.log({"step": step, "val_loss": val_loss, "val_ppl": math.exp(min(val_loss, 700))})
         if bad_steps >= cfg.max_bad_steps:
