@@ -1,6 +1,7 @@
 """Exported models: one consolidated `model.safetensors` plus `config.json` (and the tokenizer
 file when it is not GPT-2's). Every tool after training (eval, senses, serve) loads through
-`load_pretrained`, which also accepts a training run directory or one of its checkpoints."""
+`load_pretrained`, which also accepts a training run directory or one of its checkpoints, and a
+transformers folder (backpack_dist/convert)."""
 
 from __future__ import annotations
 
@@ -101,27 +102,37 @@ def tokenizer_spec(path, info: dict) -> str:
     return GPT2 if entry == GPT2 else str(Path(path) / entry)
 
 
-def load_pretrained(path, device="cpu"):
-    """(model in eval mode, tokenizer, info) from an export directory, a training run directory
-    (its newest complete checkpoint) or one checkpoint directory of a run."""
+def load_state(path):
+    """(state_dict, ModelConfig, info, tokenizer spec) from an export directory, a training run
+    directory (its newest complete checkpoint), one checkpoint directory of a run, or a
+    transformers folder (the authors' Backpack or GPT2LMHeadModel, converted in memory)."""
     path = Path(path)
     if not path.exists():
         raise ValueError(f"checkpoint {path} does not exist")
+    from .convert.read_hf import is_hf_folder, read_hf_folder
+
+    if is_hf_folder(path):
+        return read_hf_folder(path)
     if not (path / WEIGHTS).is_file():
         from .checkpoint import export_in_memory  # DeepSpeed is imported only when needed
 
-        state_dict, config, info, tokenizer = export_in_memory(path)
-    else:
-        info = read_export_info(path)
-        try:
-            config = ModelConfig.from_dict(info["model"])
-        except TypeError as e:  # a missing or misspelt size
-            raise ValueError(f"{path / CONFIG} has bad 'model' settings ({e}); export the model again") from None
-        try:
-            state_dict = load_file(path / WEIGHTS)
-        except SafetensorError as e:  # truncated or overwritten weights
-            raise ValueError(f"{path / WEIGHTS} is damaged ({e}); export the model again") from None
-        tokenizer = tokenizer_spec(path, info)
+        return export_in_memory(path)
+    info = read_export_info(path)
+    try:
+        config = ModelConfig.from_dict(info["model"])
+    except TypeError as e:  # a missing or misspelt size
+        raise ValueError(f"{path / CONFIG} has bad 'model' settings ({e}); export the model again") from None
+    try:
+        state_dict = load_file(path / WEIGHTS)
+    except SafetensorError as e:  # truncated or overwritten weights
+        raise ValueError(f"{path / WEIGHTS} is damaged ({e}); export the model again") from None
+    return state_dict, config, info, tokenizer_spec(path, info)
+
+
+def load_pretrained(path, device="cpu"):
+    """(model in eval mode, tokenizer, info) from anything load_state reads."""
+    path = Path(path)
+    state_dict, config, info, tokenizer = load_state(path)
     model = model_from_config(config)
     try:
         missing, unexpected = model.load_state_dict(state_dict, strict=False)

@@ -17,16 +17,23 @@ class ModelConfig:
     n_head: int
     n_senses: int = 16
     vocab_size: int = GPT2_VOCAB_SIZE  # real tokens; logits are always sliced to this
-    vocab_multiple: int = 8  # the embedding is padded to a multiple of this for speed
+    # The embedding is padded to a multiple of this for speed; 1 keeps exactly vocab_size rows
+    # (OpenAI's GPT-2 imported from transformers has 50257).
+    vocab_multiple: int = 8
     seq_len: int = 512
     dropout: float = 0.1
     layer_norm_eps: float = 1e-5
+    # The authors scale layer i's attention logits by 1/(i+1) as well (our models and theirs);
+    # OpenAI's GPT-2 does not. Exports from before this setting lack it and were trained with it.
+    scale_attn_by_inverse_layer_idx: bool = True
 
     def __post_init__(self):
         if self.family not in ("backpack", "transformer"):
             raise ValueError(f"unknown model family {self.family!r}: use 'backpack' or 'transformer'")
         if self.d_model % self.n_head:
             raise ValueError(f"d_model={self.d_model} is not divisible by n_head={self.n_head}")
+        if self.vocab_multiple < 1:
+            raise ValueError(f"vocab_multiple must be at least 1, got {self.vocab_multiple}")
         if self.family == "backpack" and self.d_model % self.n_senses:
             raise ValueError(f"d_model={self.d_model} is not divisible by n_senses={self.n_senses}")
 

@@ -36,7 +36,8 @@ class CausalSelfAttention(nn.Module):
         self.dropout = cfg.dropout
         self.resid_dropout = nn.Dropout(cfg.dropout)
         # The authors scale layer i's attention logits by 1/(i+1) on top of 1/sqrt(head_dim).
-        self.scale = 1.0 / (math.sqrt(cfg.d_model // cfg.n_head) * (layer_idx + 1))
+        layer_scale = layer_idx + 1 if cfg.scale_attn_by_inverse_layer_idx else 1
+        self.scale = 1.0 / (math.sqrt(cfg.d_model // cfg.n_head) * layer_scale)
 
     def forward(self, x):
         B, T, C = x.shape

@@ -57,6 +57,8 @@ class TrainConfig:
     sense_sum: str = "auto"
     loss_impl: str = "auto"
     compile: bool = False
+    # Trained weights to start from (an export, run, checkpoint or transformers folder; its sizes).
+    init_from: str | None = None
     # Model overrides for tiny runs.
     d_model: int | None = None
     n_layer: int | None = None
@@ -118,6 +120,9 @@ def validate(cfg: TrainConfig, world_size: int) -> None:
     check_types(cfg)
     if cfg.model not in MODEL_NAMES:
         raise ConfigError(f"unknown model {cfg.model!r}: choose one of {', '.join(MODEL_NAMES)}")
+    from .init_from import check_init_flags
+
+    check_init_flags(cfg)  # before the sizes' own checks: with --init_from they are not wanted at all
     try:
         model_config(cfg.model, **cfg.model_overrides)
     except ValueError as e:
