@@ -12,6 +12,11 @@ from .pretrained import check_export_target, save_pretrained
 
 def export(run: str, out: str, step: int | None = None) -> None:
     try:
+        from .convert.read_hf import is_hf_folder
+
+        if is_hf_folder(run):
+            raise ValueError(f"{run} is a transformers folder: the tools read it directly, or convert it with "
+                             f"python -m backpack_dist.convert from-hf {run} --out DIR")
         check_export_target(out)  # before the slow consolidation
         state_dict, config, info, tokenizer = export_in_memory(run, step)
     except (ValueError, FileNotFoundError) as e:

@@ -419,6 +419,15 @@ def test_no_weights_or_no_folder_are_one_line_errors(tmp_path, capsys):
     assert "is not an earlier to-hf output" in capsys.readouterr().err and (user / "notes.txt").exists()
 
 
+def test_export_points_a_transformers_folder_to_convert(authors_dir, tmp_path, capsys):
+    from backpack_dist.export import export
+
+    with pytest.raises(SystemExit) as exit_info:
+        export(str(authors_dir), str(tmp_path / "out"))
+    assert exit_info.value.code == 2
+    assert "is a transformers folder: the tools read it directly" in capsys.readouterr().err
+
+
 def test_hub_id_offline_is_one_clear_line(tmp_path):
     environment = {**env(), "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf-home")}
     result = subprocess.run([sys.executable, "-m", "backpack_dist.convert", "from-hf", "stanfordnlp/backpack-gpt2",
@@ -441,6 +450,7 @@ def shakespeare(tmp_path_factory, shared_data):
     return out
 
 
+@pytest.mark.slow  # a real training run, like test_train.py's
 def test_train_init_from_starts_from_the_converted_weights(shakespeare, tmp_path):
     source = write_authors_folder(tmp_path / "authors", authors_state_dict(positions=64),
                                   authors_config(n_positions=64))
