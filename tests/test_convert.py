@@ -435,8 +435,9 @@ def test_hub_id_offline_is_one_clear_line(tmp_path):
                             text=True, timeout=120)
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "cannot fetch stanfordnlp/backpack-gpt2 from the Hugging Face Hub" in lines[0]
-    assert "HF_HUB_OFFLINE" in lines[0]
+    assert len(lines) == 1, lines
+    assert "stanfordnlp/backpack-gpt2 is no local folder and cannot be fetched from the Hugging Face Hub " \
+        "(HF_HUB_OFFLINE is set, and it is not in the local Hugging Face cache)" in lines[0]
 
 
 # --- train --init_from ---------------------------------------------------------------------------

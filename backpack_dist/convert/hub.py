@@ -26,18 +26,27 @@ def resolve_source(src: str) -> tuple[Path, str | None]:
 
 def _download(repo_id: str) -> Path:
     from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import GatedRepoError, LocalEntryNotFoundError, RepositoryNotFoundError
 
     try:
         # safetensors when the repo has them, else the PyTorch pickle: never both, nor TF/Flax/ONNX files.
         folder = Path(snapshot_download(repo_id, allow_patterns=[*_FILES, "model*.safetensors"]))
         if not any((folder / name).is_file() for name in (SAFETENSORS, "model.safetensors.index.json")):
             folder = Path(snapshot_download(repo_id, allow_patterns=[*_FILES, "pytorch_model*.bin"]))
-    except Exception as e:  # offline, unknown repo, gated repo, network errors: many types
-        why = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-        if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on"):
-            why = "HF_HUB_OFFLINE is set and it is not in the local Hugging Face cache"
-        raise ValueError(f"cannot fetch {repo_id} from the Hugging Face Hub ({why}); download it where there is a "
-                         "network (huggingface-cli download ID --local-dir DIR) and pass the folder") from None
+    except Exception as e:  # offline, unknown or gated repo, network errors: many types
+        if isinstance(e, LocalEntryNotFoundError):
+            offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on")
+            why = ("HF_HUB_OFFLINE is set" if offline else "the Hub cannot be reached") + \
+                ", and it is not in the local Hugging Face cache"
+        elif isinstance(e, GatedRepoError):
+            why = "the repo is gated: accept its terms and log in with huggingface-cli login"
+        elif isinstance(e, RepositoryNotFoundError):
+            why = "no such repo, or it is private"
+        else:
+            why = f"{type(e).__name__}: {str(e).strip().splitlines()[0][:160] if str(e).strip() else ''}"
+        raise ValueError(f"{repo_id} is no local folder and cannot be fetched from the Hugging Face Hub ({why}); "
+                         "download it where there is a network (huggingface-cli download ID --local-dir DIR) and "
+                         "pass the folder") from None
     if not (folder / "config.json").is_file():
         raise ValueError(f"Hub repo {repo_id} has no config.json: it is not a transformers model")
     return folder
