@@ -437,6 +437,38 @@ def test_table_refuses_broken_results_files(tmp_path, capsys, change, message):
     assert err.count("\n") == 1
 
 
+def test_table_shows_ours_the_papers_number_and_the_difference(tmp_path):
+    from backpack_dist.eval.results import render
+    from backpack_dist.model.config import model_config
+
+    def write(name, step, results, **model):
+        report = {"format": "backpack-dist-eval/1", "checkpoint": f"/runs/{name}", "model_name": name.split("@")[0],
+                  "step": step, "model": model_config(name.split("@")[0], **model).to_dict(), "settings": {},
+                  "results": results}
+        path = tmp_path / f"{name}-{step}-{len(list(tmp_path.iterdir()))}.json"
+        path.write_text(json.dumps(report))
+        return str(path)
+
+    paths = [write("backpack-small", 100000, {"owt": {"ppl": 21.04}, "lambada": {"ppl": 25.0, "acc": 0.3812},
+                                              "wikitext": {"word_ppl": 40.9}, "blimp": {"acc": 0.75, "subtasks": 67}}),
+             write("transformer-small", 100000, {"blimp": {"acc": 0.8, "subtasks": 3}}),
+             write("backpack-mini", 50000, {"owt": {"ppl": 30.0}}, n_senses=4),
+             write("backpack-mini", 50000, {"owt": {"ppl": 25.5}}, n_senses=64),
+             write("backpack-mini", 40000, {"owt": {"ppl": 33.0}}, n_senses=4)]  # not the ablation's step
+    out = render(paths)
+    lines = out.splitlines()
+    row = next(line for line in lines if line.startswith("| backpack-small @100000 |"))
+    # ours (paper) ours - paper, in the paper's unit, from the figures shown
+    assert row == "| backpack-small @100000 | 21.0 (20.1) +0.9 | 25.0 (26.5) -1.5 | 38.1 (37.5) +0.6 | " \
+                  "40.9 (40.9) +0.0 | 75.0 (76.3) -1.3 |"
+    row = next(line for line in lines if line.startswith("| transformer-small @100000 |"))
+    assert row.endswith("| - (20.2) | - (32.7) | - (34.9) | - (42.2) | 80.0 [3/67 sub-tasks] (81.9) |")  # no diff
+    assert "ours - paper" in out and "lower is better" in out
+    ablation = lines[lines.index("| senses k | run | OWT PPL |"):]
+    assert ablation[2:] == ["| 4 | backpack-mini (custom size) @50000 | 30.0 (29.3) +0.7 |",
+                            "| 64 | backpack-mini (custom size) @50000 | 25.5 (24.0) +1.5 |"]
+
+
 def test_text_flags_stay_text(eval_models, tmp_path, capsys, monkeypatch):  # noqa: F811
     """fire would read --out 1e3 as the number 1000.0 and a results file named 2024 as an int."""
     monkeypatch.chdir(tmp_path)

@@ -1,5 +1,7 @@
 """`python -m backpack_dist.eval table results/*.json`: results files as markdown tables in the
-layout of the paper's Table 2, each of our figures followed by the paper's in parentheses."""
+layout of the paper's Table 2, each of our figures followed by the paper's in parentheses and our
+difference from it; results of the paper's sense-count ablation (Mini, 50k steps) get a table of
+their own."""
 
 from __future__ import annotations
 
@@ -18,6 +20,9 @@ PAPER_TABLE2 = {
     "backpack-small": (20.1, 26.5, 37.5, 40.9, 76.3),
     "transformer-small": (20.2, 32.7, 34.9, 42.2, 81.9),
 }
+# Sense-count ablation: Backpack-Mini with k senses trained for 50k steps, OWT PPL per k.
+PAPER_ABLATION = {1: 38.5, 4: 29.3, 16: 26.0, 64: 24.0}
+ABLATION_MODEL, ABLATION_STEPS = "backpack-mini", 50_000
 # Lexical similarity (Spearman): Backpack-Small's best measure per set, and GPT-2 124M embeddings.
 PAPER_SIMILARITY = {
     "backpack-small": {"simlex": (0.540, "Sim_min"), "simverb": (0.502, "sense 14"), "rg65": (0.754, "sense 12"),
@@ -64,16 +69,36 @@ def _fmt(value, digits=1) -> str:
     return f"{value:.{digits}f}"
 
 
-def paper_size(report: dict) -> str | None:
-    """The paper model this result is comparable to: its name, when the config has that size."""
+def paper_size(report: dict, n_senses: int | None = None) -> str | None:
+    """The paper model this result is comparable to: its name, when the config has that size
+    (with n_senses senses instead of the paper's 16 when given: the ablation's models)."""
     from ..model.config import MODEL_NAMES, model_config
 
     name = report.get("model_name")
     if name not in MODEL_NAMES:
         return None
-    reference = model_config(name).to_dict()
+    reference = model_config(name, n_senses=n_senses).to_dict()
     keys = ("family", "d_model", "n_layer", "n_head", "n_senses", "vocab_size", "seq_len")
     return name if all(report.get("model", {}).get(k) == reference[k] for k in keys) else None
+
+
+def ablation_senses(report: dict) -> int | None:
+    """k, when the result is of the ablation: a Backpack-Mini of the paper's shape with k senses
+    at the ablation's step."""
+    k = report.get("model", {}).get("n_senses")
+    if report.get("model_name") != ABLATION_MODEL or k not in PAPER_ABLATION or report.get("step") != ABLATION_STEPS:
+        return None
+    return k if paper_size(report, n_senses=k) else None
+
+
+def _with_paper(ours: str, value, paper) -> str:
+    """'ours (paper) +diff': the difference in the paper's unit, signed (PPL: lower is better)."""
+    if paper is None:
+        return ours
+    cell = f"{ours} ({_fmt(paper)})"
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        cell += f" {round(value, 1) - paper:+.1f}"  # of the figures shown
+    return cell
 
 
 def _label(report: dict) -> str:
@@ -100,12 +125,25 @@ def table2(reports) -> str | None:
         for i, (_, task, metric, scale) in enumerate(COLUMNS):
             metrics = report["results"].get(task, {})
             value = metrics.get(metric)
-            ours = _fmt(value * scale if isinstance(value, (int, float)) else None)
+            value = value * scale if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+            ours = _fmt(value)
             subtasks = metrics.get("subtasks")
             if task == "blimp" and isinstance(subtasks, int) and subtasks < len(SUBTASKS) and value is not None:
                 ours += f" [{subtasks}/{len(SUBTASKS)} sub-tasks]"  # not comparable with the paper's mean of all
-            cells.append(ours + (f" ({_fmt(paper[i])})" if paper else ""))
+                value = None  # nor is a difference from it
+            cells.append(_with_paper(ours, value, paper[i] if paper else None))
         lines.append(f"| {_label(report)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def ablation_table(reports) -> str | None:
+    rows = sorted((r for r in reports if ablation_senses(r) and "owt" in r["results"]), key=ablation_senses)
+    if not rows:
+        return None
+    lines = ["| senses k | run | OWT PPL |", "|---|---|---|"]
+    for report in rows:
+        k, value = ablation_senses(report), report["results"]["owt"].get("ppl")
+        lines.append(f"| {k} | {_label(report)} | {_with_paper(_fmt(value), value, PAPER_ABLATION[k])} |")
     return "\n".join(lines)
 
 
@@ -139,7 +177,13 @@ def render(paths) -> str:
     out = []
     table = table2(reports)
     if table:
-        out += ["Ours (paper Table 2). ACC and BLiMP in %, PPL word-level for Wikitext.", "", table]
+        out += ["Each cell: ours (the paper's Table 2) ours - paper. ACC and BLiMP in % (higher is better), PPL "
+                "lower is better, word-level for Wikitext.", "", table]
+    ablation = ablation_table(reports)
+    if ablation:
+        out += ["", f"Sense-count ablation, {ABLATION_MODEL} at {ABLATION_STEPS} steps, OWT PPL: ours (the paper's) "
+                "ours - paper.",
+                "", ablation]
     sim = similarity_table(reports)
     if sim:
         out += ["", "Lexical similarity, Spearman rho (Sim_min, best single sense, output embeddings).", "", sim]
