@@ -1,26 +1,53 @@
-"""Command lines through fire, with the argument check done before the command runs.
+"""Command lines: a command is a function of one options dataclass (a docstring line per field,
+types and ranges checked in its __post_init__); `run` dispatches a command table.
 
-fire calls a command with the flags it understands and only afterwards complains about the rest,
-so a typo such as `--limt 5` or a second path after `--input` would first run the whole job with
-defaults. `run` asks fire's own parser which arguments it would leave over and refuses them with
-one line before anything runs.
-"""
+fire reads the command line into raw strings (every value parsed as `str`), and the values are
+parsed here by the fields' types, so `--name 3.10` stays "3.10" for a text field and `a,b` stays
+text; `--help` is generated from the fields. Every check runs before the command does: a
+mistyped flag, a stray argument or a bad value stops the tool with one line and exit 2. Bad
+input found later is a UsageError, which ends the same way."""
 
 from __future__ import annotations
 
+import ast
+import dataclasses
 import difflib
-import functools
 import inspect
+import math
 import os
+import re
 import sys
+import textwrap
+import types
+import typing
 from pathlib import Path
 
 import fire
-from fire import decorators
-from fire.core import FireError, _IsFlag, _MakeParseFn, _ParseKeywordArgs  # fire's own parser: the check agrees with it
-from fire.inspectutils import GetFullArgSpec
 
-HELP_FLAGS = {"-h", "--help", "--helpfull", "--"}
+HELP_FLAGS = {"-h", "--help", "--helpfull"}
+
+
+class UsageError(ValueError):
+    """Bad input or settings, found before or while a command runs: the message names the
+    problem and the fix; `run` prints it as one line and exits 2."""
+
+
+def positional(default=dataclasses.MISSING, **kwargs):
+    """A field that may also be given without its flag, in field order (`inspect OUT`); a list
+    field takes every remaining bare value (`table a.json b.json`)."""
+    if default is not dataclasses.MISSING:
+        kwargs["default"] = default
+    return dataclasses.field(metadata={"positional": True}, **kwargs)
+
+
+def check_range(options, name: str, low=None, high=None) -> None:
+    """For __post_init__: the field `name` of `options` within [low, high] (None: no bound), or a
+    UsageError naming its flag."""
+    value = getattr(options, name)
+    if value is None or ((low is None or value >= low) and (high is None or value <= high)):
+        return
+    bounds = f">= {low}" if high is None else f"<= {high}" if low is None else f"in [{low}, {high}]"
+    raise UsageError(f"--{name} must be {bounds}, got {value}")
 
 
 def nearest_existing(path) -> Path:
@@ -30,107 +57,309 @@ def nearest_existing(path) -> Path:
     return next(p for p in (path, *path.parents) if p.exists())
 
 
-def _command(component, argv: list[str]):
-    """(the function fire will call, the arguments it gets), or (None, []) when fire will only
-    show help or report a missing/unknown command itself."""
-    if inspect.isfunction(component):
-        return component, argv
-    if not argv or argv[0].startswith("-"):
-        return None, []
-    if isinstance(component, dict):
-        return component.get(argv[0]), argv[1:]
-    if inspect.isclass(component):  # fire calls the method of an instance (our classes take no arguments)
-        member = getattr(component(), argv[0], None)
-        return (member if inspect.ismethod(member) else None), argv[1:]
-    return None, []
+# --- the options of a command -------------------------------------------------------------------
 
-
-def repeated_flag(args: list[str], params: list[str]) -> str | None:
-    """The first parameter given twice (fire silently keeps the last value), read the way fire
-    reads flags: --name VALUE, --name=VALUE, --name / --noname for booleans, -n for a unique initial."""
-    seen = set()
-    skip = False
-    for index, argument in enumerate(args):
-        if skip or not _IsFlag(argument):
-            skip = False
+def options_class(command) -> type:
+    """The options dataclass a command takes: the annotation of its one parameter, or, for a plain
+    function, one made from its signature (a parameter's type from its annotation or default)."""
+    params = list(inspect.signature(command).parameters.values())
+    hints = typing.get_type_hints(command)
+    if len(params) == 1 and dataclasses.is_dataclass(hints.get(params[0].name)):
+        return hints[params[0].name]
+    fields = []
+    for p in params:
+        if p.kind is p.VAR_KEYWORD:
             continue
-        key = argument.lstrip("-").split("=", 1)[0].replace("-", "_")
-        is_bool = "=" not in argument and (index + 1 == len(args) or _IsFlag(args[index + 1]))
-        skip = "=" not in argument and not is_bool
-        if key not in params and is_bool and key.startswith("no") and key[2:] in params:
-            key = key[2:]
-        elif key not in params and len(key) == 1:
-            initials = [p for p in params if p[0] == key]
-            key = initials[0] if len(initials) == 1 else key
-        if key in params and key in seen:
-            return key
-        seen.add(key)
+        if p.kind is p.VAR_POSITIONAL:
+            fields.append((p.name, list[str], positional(default_factory=list)))
+            continue
+        kind = hints.get(p.name)
+        if kind is None:
+            kind = str | None if p.default in (None, inspect.Parameter.empty) else type(p.default)
+        # Only a parameter without a default takes a bare value: `--tasks a b` must not make b the --out.
+        meta = {"positional": p.kind is not p.KEYWORD_ONLY and p.default is inspect.Parameter.empty}
+        default = {} if p.default is inspect.Parameter.empty else {"default": p.default}
+        fields.append((p.name, kind, dataclasses.field(metadata=meta, **default)))
+    cls = dataclasses.make_dataclass(f"{command.__name__}_options", fields, frozen=True, kw_only=True)
+    cls.__doc__ = inspect.getdoc(command)
+    cls.__signature_of__ = command
+    return cls
+
+
+def _call(command, options):
+    """Call a command with its options: the instance itself, or as the plain function's arguments."""
+    target = getattr(type(options), "__signature_of__", None)
+    if target is None:
+        return command(options)
+    args, kwargs = [], {}
+    for p in inspect.signature(command).parameters.values():
+        if p.kind is p.VAR_POSITIONAL:
+            args.extend(getattr(options, p.name))
+        elif p.kind is p.KEYWORD_ONLY:
+            kwargs[p.name] = getattr(options, p.name)
+        elif p.kind is not p.VAR_KEYWORD:
+            args.append(getattr(options, p.name))
+    return command(*args, **kwargs)
+
+
+def _command_table(component) -> dict | None:
+    """{name: function} for a table or a class of commands (its public methods), None for one command."""
+    if isinstance(component, dict):
+        return component
+    if inspect.isclass(component):
+        instance = component()
+        return {n: getattr(instance, n) for n in vars(component) if not n.startswith("_")
+                and callable(getattr(instance, n))}
     return None
 
 
-def leftover_problem(fn, args: list[str]) -> str | None:
-    """A one-line description of the first argument fire would not use as meant, or None."""
-    if any(a in HELP_FLAGS for a in args):
+def field_docs(cls) -> dict[str, str]:
+    """The docstring under each field (`name: int = 1` then `\"\"\"What it is.\"\"\"`), read from the source."""
+    docs = {}
+    for klass in reversed([k for k in cls.__mro__ if dataclasses.is_dataclass(k)]):
+        if hasattr(klass, "__signature_of__"):
+            continue  # made from a function's signature: no field docstrings
+        body = ast.parse(textwrap.dedent(inspect.getsource(klass))).body[0].body
+        for statement, following in zip(body, body[1:], strict=False):
+            if (isinstance(statement, ast.AnnAssign) and isinstance(statement.target, ast.Name)
+                    and isinstance(following, ast.Expr) and isinstance(following.value, ast.Constant)
+                    and isinstance(following.value.value, str)):
+                docs[statement.target.id] = " ".join(following.value.value.split())
+    return docs
+
+
+def _fields(cls) -> list[dataclasses.Field]:
+    return [f for f in dataclasses.fields(cls) if f.init]
+
+
+def _default(field: dataclasses.Field):
+    if field.default is not dataclasses.MISSING:
+        return field.default
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    return dataclasses.MISSING
+
+
+def _unwrap_optional(kind):
+    """(the type without None, whether None is allowed)."""
+    if typing.get_origin(kind) in (typing.Union, types.UnionType):
+        rest = [a for a in typing.get_args(kind) if a is not type(None)]
+        if len(rest) == 1:
+            return rest[0], len(rest) < len(typing.get_args(kind))
+    return kind, False
+
+
+def _type_name(kind) -> str:
+    kind, _ = _unwrap_optional(kind)
+    origin = typing.get_origin(kind)
+    if origin is typing.Literal:
+        return "|".join(map(str, typing.get_args(kind)))
+    if origin in (list, tuple):
+        return f"{_type_name(typing.get_args(kind)[0])},..."
+    return {int: "INT", float: "FLOAT", str: "TEXT", bool: "BOOL"}.get(kind, "VALUE")
+
+
+_INT = re.compile(r"[+-]?\d+")
+
+
+def parse_value(name: str, raw: str, kind):
+    """A raw command-line string as a value of the field's type; UsageError naming the flag."""
+    kind, optional = _unwrap_optional(kind)
+    if optional and raw.lower() == "none":
         return None
-    spec = GetFullArgSpec(fn)
+    origin = typing.get_origin(kind)
+    if origin is typing.Literal:
+        choices = typing.get_args(kind)
+        for choice in choices:
+            if raw == str(choice):
+                return choice
+        raise UsageError(f"--{name} {raw!r}: choose one of {', '.join(map(str, choices))}")
+    if origin in (list, tuple):
+        item = typing.get_args(kind)[0]
+        values = [parse_value(name, part.strip(), item) for part in raw.split(",") if part.strip()]
+        return tuple(values) if origin is tuple else values
+    if kind is bool:
+        if raw.lower() in ("true", "false"):
+            return raw.lower() == "true"
+        raise UsageError(f"--{name} is a switch: pass --{name} (on), --no{name} or --{name} false, not {raw!r}")
+    if kind is int:
+        if _INT.fullmatch(raw.strip()):
+            return int(raw)
+        raise UsageError(f"--{name} must be an integer, got {raw!r}")
+    if kind is float:
+        try:
+            number = float(raw)
+        except ValueError:
+            number = math.nan
+        if math.isfinite(number):
+            return number
+        raise UsageError(f"--{name} must be a number, got {raw!r}")
+    return raw
+
+
+# --- reading the command line --------------------------------------------------------------------
+
+def _is_flag(token: str) -> bool:
+    return token.startswith("--") or bool(re.fullmatch(r"-[A-Za-z]\w*", token))
+
+
+def _flag_names(args: list[str]) -> list[tuple[str, bool]]:
+    """(name as written, whether it came without a value) for each flag, read as fire reads them:
+    --name VALUE, --name=VALUE, or a bare --name before another flag or at the end."""
+    names = []
+    for i, token in enumerate(args):
+        if not _is_flag(token) or token == "--":
+            continue
+        name = token.lstrip("-").split("=", 1)[0].replace("-", "_")
+        bare = "=" not in token and (i + 1 == len(args) or _is_flag(args[i + 1]))
+        names.append((name, bare))
+    return names
+
+
+def _read_with_fire(args: list[str]) -> tuple[tuple[str, ...], dict[str, str]]:
+    """(bare words, flags) as raw strings: fire's own reading of the command line."""
+    got = {}
+
+    @fire.decorators.SetParseFn(str)
+    def collect(*words, **flags):
+        got.update(words=words, flags=flags)
+
+    fire.Fire(collect, command=args, name="")
+    return got["words"], got["flags"]
+
+
+def _resolve(name: str, fields: dict, ignore) -> str:
+    """The field (of fields: name -> type) a flag names: its own name, --noNAME of a switch, or a
+    one-letter initial."""
+    if name in fields or name in ignore:
+        return name
+    if name.startswith("no") and name[2:] in fields and _unwrap_optional(fields[name[2:]])[0] is bool:
+        return name[2:]
+    if len(name) == 1:
+        initials = [f for f in fields if f[0] == name]
+        if len(initials) == 1:
+            return initials[0]
+        if initials:
+            raise UsageError(f"-{name} could be {' or '.join('--' + f for f in initials)}; spell the flag out")
+    close = difflib.get_close_matches(name, list(fields), n=1)
+    hint = f"did you mean --{close[0]}?" if close else "the flags are: " + ", ".join(f"--{f}" for f in fields)
+    raise UsageError(f"unknown flag --{name}; {hint}" if len(name) > 1 else f"unknown flag -{name}; {hint}")
+
+
+def parse_options(cls, args: list[str], ignore=()):
+    """An instance of the options dataclass `cls` from a command line (every check included)."""
+    kinds = typing.get_type_hints(cls)
+    fields = {f.name: f for f in _fields(cls)}
+    seen, bare_switches = set(), set()
+    for written, bare in _flag_names(args):
+        name = _resolve(written, kinds, ignore)
+        if name in seen:
+            raise UsageError(f"--{name} is given twice; give it once, several values as a,b,c")
+        seen.add(name)
+        if bare:
+            bare_switches.add(name)
+    words, flags = _read_with_fire(args)
+    values = {}
+    for written, raw in flags.items():
+        name = _resolve(written, kinds, ignore)
+        if name in ignore:
+            continue
+        if name in bare_switches and _unwrap_optional(kinds[name])[0] is not bool:
+            raise UsageError(f"--{name} needs a value: --{name} {_type_name(kinds[name])}")
+        values[name] = parse_value(name, raw, kinds[name])
+    words = list(words)
+    for f in fields.values():
+        if not f.metadata.get("positional") or not words:
+            continue
+        if typing.get_origin(_unwrap_optional(kinds[f.name])[0]) in (list, tuple):
+            if f.name in values:
+                break
+            values[f.name] = [parse_value(f.name, w, _unwrap_optional(kinds[f.name])[0].__args__[0]) for w in words]
+            words = []
+        elif f.name not in values:
+            values[f.name] = parse_value(f.name, words.pop(0), kinds[f.name])
+    if words:
+        raise UsageError(f"unexpected argument {words[0]!r}: pass every value after its --flag, and lists as "
+                         "a,b,c (no spaces)")
+    missing = [f.name for f in fields.values() if f.name not in values and _default(f) is dataclasses.MISSING]
+    if missing:
+        raise UsageError(f"missing --{missing[0]}: give it as --{missing[0]} {_type_name(kinds[missing[0]])}")
     try:
-        given, unknown, bare = _ParseKeywordArgs(args, spec)
-    except FireError as e:  # a one-letter flag that fits several parameters
-        return f"{e}; spell the flag out"
-    if unknown:
-        flag = unknown[0].split("=", 1)[0]
-        known = [p for p in spec.args + spec.kwonlyargs if p != "self"]
-        close = difflib.get_close_matches(flag.lstrip("-").replace("-", "_"), known, n=1)
-        hint = f"did you mean --{close[0]}?" if close else "the flags are: " + ", ".join(f"--{k}" for k in known)
-        return f"unknown flag {flag}; {hint}"
-    repeated = repeated_flag(args, spec.args + spec.kwonlyargs)
-    if repeated:
-        return f"--{repeated} is given twice (fire would keep the last); give it once, several values as a,b,c"
-    try:
-        _MakeParseFn(fn, decorators.GetMetadata(fn))(args)
-    except FireError as e:  # a required argument is missing
-        return f"missing {e.args[-1]}: give it as --{e.args[-1]} VALUE" if len(e.args) > 1 else str(e.args[0])
-    # fire would hand bare words to parameters that have defaults (`--tasks a b` makes b the
-    # output file): only parameters without a default take values without their flag.
-    required = spec.args[: len(spec.args) - len(spec.defaults)]
-    open_slots = len([a for a in required if a not in given and a != "self"])
-    if spec.varargs or len(bare) <= open_slots:
-        return None
-    return (f"unexpected argument {bare[open_slots]!r}: pass every value after its --flag, and lists as a,b,c "
-            "(no spaces)")
+        return cls(**values)
+    except UsageError:
+        raise
+    except (TypeError, ValueError) as e:  # a check in the dataclass that raised another type
+        raise UsageError(str(e)) from None
 
 
-def help_view(fn):
-    """fn's signature and docstring alone. SetParseFn (and functools.wraps, which copies it) leaves
-    a FIRE_METADATA attribute on a function, and fire's help lists every public attribute as a
-    command group ("GROUP | CHECKPOINT")."""
-    return functools.wraps(fn, updated=())(lambda *args, **kwargs: fn(*args, **kwargs))
+def usage(name: str, command) -> str:
+    """--help: the command's docstring, then a line per flag (type, default, the field's docstring)."""
+    cls = options_class(command)
+    docs = field_docs(cls)
+    hints = typing.get_type_hints(cls)
+    lines = [f"usage: {name} [--flag VALUE ...]", ""]
+    about = inspect.getdoc(command) or inspect.getdoc(cls) or ""
+    if about:
+        lines += [about, ""]
+    lines.append("flags:")
+    for f in _fields(cls):
+        default, kind = _default(f), hints[f.name]
+        if _unwrap_optional(kind)[0] is bool:
+            head = f"  --{f.name} / --no{f.name}"
+        else:
+            alone = "  (or the value alone, in order)" if f.metadata.get("positional") else ""
+            head = f"  --{f.name} {_type_name(kind)}{alone}"
+        shown = ("required" if default is dataclasses.MISSING else "" if default in ("", None)
+                 else f"default: {_show(default)}")
+        text = " ".join(part for part in (docs.get(f.name, ""), f"({shown})" if shown else "") if part)
+        lines.append(head)
+        if text:
+            lines.append(textwrap.fill(text, width=100, initial_indent="      ", subsequent_indent="      "))
+    return "\n".join(lines)
 
 
-def run(component, argv: list[str] | None = None, name: str | None = None, prefix: str = "error",
-        errors: tuple[type[BaseException], ...] = (), **fire_options):
-    """fire.Fire(component) after checking the arguments; a bad one, or one of the tool's own
-    `errors` (bad input it found), exits 2 with one line."""
+def _show(value) -> str:
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(str, value)) or "(none)"
+    return str(value)
+
+
+# --- running a command -----------------------------------------------------------------------
+
+def _fail(prefix: str, message: str):
+    if os.environ.get("RANK", "0") == "0":  # under a launcher every rank finds the same problem: say it once
+        print(f"{prefix}: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def run(commands, argv: list[str] | None = None, name: str | None = None, prefix: str = "error", ignore=(),
+        errors: tuple[type[BaseException], ...] = ()):
+    """Run a command (a function of one options dataclass, or a plain function) or one of a table
+    {name: command} (or a class whose public methods are the commands). Bad input exits 2 with
+    one line: a UsageError, or one of `errors`; a command's int return value is the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not inspect.isfunction(component) and not argv:
-        # Without a command fire prints the help and exits 0, which a script would take for success.
-        names = component if isinstance(component, dict) else [n for n in vars(component) if not n.startswith("_")]
-        print(f"{prefix}: no command given; usage: {name or ''} {{{','.join(names)}}} ... "
-              f"(COMMAND --help lists its options)", file=sys.stderr)
-        sys.exit(2)
-    if HELP_FLAGS - {"--"} & set(argv):  # fire shows help and runs nothing
-        if inspect.isfunction(component):
-            component = help_view(component)
-        elif isinstance(component, dict):
-            component = {name: help_view(fn) if inspect.isfunction(fn) else fn for name, fn in component.items()}
-    fn, args = _command(component, argv)
-    problem = leftover_problem(fn, args) if fn is not None else None
-    if problem:
-        print(f"{prefix}: {problem}", file=sys.stderr)
-        sys.exit(2)
+    name = name or Path(sys.argv[0]).name
+    command, table = commands, _command_table(commands)
+    if table is not None:
+        if not argv or argv[0].startswith("-"):
+            if argv and argv[0] in HELP_FLAGS:
+                print(f"usage: {name} {{{','.join(table)}}} ...  (COMMAND --help lists its flags)\n")
+                for key, fn in table.items():
+                    print(f"  {key:16s} {(inspect.getdoc(fn) or '').splitlines()[0] if inspect.getdoc(fn) else ''}")
+                return None
+            _fail(prefix, f"no command given; usage: {name} {{{','.join(table)}}} ... (COMMAND --help lists "
+                          "its flags)")
+        if argv[0] not in table:
+            _fail(prefix, f"unknown command {argv[0]!r}; choose one of {', '.join(table)}")
+        command, name, argv = table[argv[0]], f"{name} {argv[0]}", argv[1:]
+    if HELP_FLAGS & set(argv):
+        print(usage(name, command))
+        return None
     try:
-        return fire.Fire(component, command=argv, name=name, **fire_options)
-    except errors as e:
-        if os.environ.get("RANK", "0") == "0":  # under a launcher every rank finds the same problem: say it once
-            print(f"{prefix}: {e}", file=sys.stderr)
-        sys.exit(2)
+        options = parse_options(options_class(command), argv, ignore)
+        status = _call(command, options)
+    except (UsageError, *errors) as e:
+        _fail(prefix, str(e))
+    if isinstance(status, int) and not isinstance(status, bool):
+        sys.exit(status)
+    return status

@@ -1,16 +1,29 @@
-"""The checked command lines: a mistyped flag or a stray argument stops every tool before it
-does any work, with one line, exit status 2 and nothing written."""
+"""The checked command lines: a mistyped flag, a stray argument or a bad value stops every tool
+before it does any work, with one line, exit status 2 and nothing written; values are parsed by
+the options' field types from the raw text."""
 
+import dataclasses
 import subprocess
 import sys
 
 import pytest
 from common import REPO
 
-from backpack_dist.cli import _command, leftover_problem
-from backpack_dist.eval.runner import evaluate
-from backpack_dist.export import export
+from backpack_dist import cli
+from backpack_dist.eval.__main__ import EvalOptions
+from backpack_dist.export import ExportOptions
+from backpack_dist.train.config import TrainConfig
 from data_prep.__main__ import Commands
+
+
+def problem(command_or_class, args):
+    """The one-line message a command line gets, or None when it parses."""
+    cls = command_or_class if dataclasses.is_dataclass(command_or_class) else cli.options_class(command_or_class)
+    try:
+        cli.parse_options(cls, args)
+    except cli.UsageError as e:
+        return str(e)
+    return None
 
 
 @pytest.mark.parametrize("args, expected", [
@@ -23,23 +36,47 @@ from data_prep.__main__ import Commands
     (["m", "--tasks", "owt", "--tasks=lambada"], "--tasks is given twice"),
     (["--checkpoint", "m", "-c", "n"], "--checkpoint is given twice"),
     (["m", "--progress", "--noprogress"], "--progress is given twice"),
-    (["m", "-l", "3"], "The argument '-l' is ambiguous"),
+    (["m", "-l", "3"], "-l could be --limit or --lambada_path; spell the flag out"),
     (["--checkpoint", "m", "--tasks", "owt", "--limit", "3", "--noprogress"], None),
+    (["m", "--limit", "3.5"], "--limit must be an integer, got '3.5'"),
+    (["m", "--progress", "maybe"], "--progress is a switch"),
+    (["m", "--out"], "--out needs a value"),
 ])
 def test_eval_arguments(args, expected):
-    problem = leftover_problem(evaluate, args)
-    assert problem == expected if expected is None else problem.startswith(expected)
+    found = problem(EvalOptions, args)
+    assert found == expected if expected is None else found.startswith(expected), found
+
+
+def test_values_are_parsed_by_the_field_types_from_the_raw_text():
+    cfg = cli.parse_options(TrainConfig, ["--run_dir", "3.10", "--data_dir", "a,b", "--lr", "1e-3", "--betas",
+                                          "0.9,0.95", "--compile", "--seq_len", "None", "--warmup_steps", "5"])
+    assert (cfg.run_dir, cfg.data_dir, cfg.lr, cfg.betas, cfg.compile) == ("3.10", "a,b", 1e-3, (0.9, 0.95), True)
+    assert cfg.seq_len is None and cfg.warmup_steps == 5
+    assert cli.parse_options(TrainConfig, ["--nocompile"]).compile is False
+    assert problem(TrainConfig, ["--precision", "fp16"]) == "--precision 'fp16': choose one of auto, bf16, fp32"
+    assert problem(TrainConfig, ["--keep", "0"]) == "--keep must be >= 1, got 0"  # __post_init__
+    # the deepspeed launcher's --local_rank is ignored where the command says so
+    assert cli.parse_options(TrainConfig, ["--local_rank=1"], ignore=("local_rank",)) == TrainConfig()
 
 
 def test_subcommands_and_positional_arguments():
-    text, args = _command(Commands, ["text", "--input", "a.txt", "b.txt", "--out_dir", "o"])
-    assert leftover_problem(text, args).startswith("unexpected argument 'b.txt'")
-    inspect_cmd, args = _command(Commands, ["inspect", "--samples", "3"])
-    assert leftover_problem(inspect_cmd, args) == "missing out_dir: give it as --out_dir VALUE"
-    assert leftover_problem(*_command(Commands, ["inspect", "OUT", "--samples", "3"])) is None
-    typo = leftover_problem(export, ["RUN", "--out", "DIR", "--stpe", "4"])
-    assert typo == "unknown flag --stpe; did you mean --step?"
-    assert leftover_problem(export, ["RUN", "--out", "DIR", "--step", "4"]) is None
+    table = cli._command_table(Commands)
+    assert problem(table["text"], ["--input", "a.txt", "b.txt", "--out_dir", "o"]).startswith(
+        "unexpected argument 'b.txt'")
+    assert problem(table["inspect"], ["--samples", "3"]) == "missing --out_dir: give it as --out_dir TEXT"
+    assert problem(table["inspect"], ["OUT", "--samples", "3"]) is None
+    assert problem(ExportOptions, ["RUN", "--out", "DIR", "--stpe", "4"]) == "unknown flag --stpe; did you mean --step?"
+    assert cli.parse_options(ExportOptions, ["RUN", "--out", "DIR", "--step", "4"]) == ExportOptions("RUN", "DIR", 4)
+
+
+def test_help_is_generated_from_the_fields():
+    text = cli.usage("python -m backpack_dist.train", cli.options_class(TrainConfig) and
+                     __import__("backpack_dist.train.__main__", fromlist=["train"]).train)
+    assert "--eval_batches INT" in text and "the same samples on any number of processes" in text
+    assert "--compile / --nocompile" in text and "--precision auto|bf16|fp32" in text and "Optional" not in text
+    result = subprocess.run([sys.executable, "-m", "backpack_dist.eval", "--help"], cwd=REPO, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0 and "--owt_val_dir" in result.stdout and "-o," not in result.stdout
 
 
 @pytest.mark.parametrize("module, args", [

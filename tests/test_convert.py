@@ -420,10 +420,11 @@ def test_no_weights_or_no_folder_are_one_line_errors(tmp_path, capsys):
 
 
 def test_export_points_a_transformers_folder_to_convert(authors_dir, tmp_path, capsys):
+    from backpack_dist import cli
     from backpack_dist.export import export
 
     with pytest.raises(SystemExit) as exit_info:
-        export(str(authors_dir), str(tmp_path / "out"))
+        cli.run(export, [str(authors_dir), "--out", str(tmp_path / "out")])
     assert exit_info.value.code == 2
     assert "is a transformers folder: the tools read it directly" in capsys.readouterr().err
 

@@ -75,8 +75,10 @@ def test_a_bad_value_is_reported_once_under_the_deepspeed_launcher(data, tmp_pat
 
 @pytest.mark.slow
 @pytest.mark.parametrize("flags, message", [
-    (["--lr", "abc"], "--lr 'abc': expected float"),
-    (["--max_steps", "1.5"], "--max_steps 1.5: expected int"),
+    (["--lr", "abc"], "--lr must be a number, got 'abc'"),
+    (["--max_steps", "1.5"], "--max_steps must be an integer, got '1.5'"),
+    (["--precision", "fp16"], "--precision 'fp16': choose one of auto, bf16, fp32"),
+    (["--compile", "yes"], "--compile is a switch: pass --compile (on), --nocompile or --compile false"),
     (["--betas", "0.9"], "--betas 0.9: expected two numbers"),
     (["--dropout", "1.5"], "--dropout must be in [0, 1)"),
     (["--num_workers", "-1"], "--num_workers must be >= 0"),

@@ -2,17 +2,16 @@
 python -m backpack_dist.eval table results/*.json
 python -m backpack_dist.eval install_lm_eval   # makes `lm_eval --model backpack` work in this environment"""
 
-import functools
+import dataclasses
 import os
 import sys
-
-from fire.decorators import SetParseFn
+import typing
 
 from .. import cli
+from .runner import DEFAULT_TASKS
 
 
-@SetParseFn(str)  # file names stay text: fire would read a file named 2024 as a number
-def table(*paths):
+def table(*paths: str):
     """Print results files as markdown in the layout of the paper's Table 2."""
     from .results import render
 
@@ -39,50 +38,64 @@ def summary(report: dict) -> str:
     return "\n".join(lines)
 
 
-RUN_HELP = """Score a checkpoint on the paper's benchmarks and write one results JSON.
+@dataclasses.dataclass(frozen=True)
+class EvalOptions:
+    checkpoint: str = cli.positional()
+    """An export dir, a training run dir or one of its checkpoints, or a transformers folder."""
+    tasks: str = DEFAULT_TASKS
+    """Comma-separated, from owt,lambada,wikitext,blimp,similarity; similarity means
+    simlex,simverb,rg65,ws353, each of which can be named alone."""
+    out: str = "results.json"
+    """The results JSON to write."""
+    limit: int | None = None
+    """Score only the first N examples of each task (quick checks)."""
+    batch_size: int = 16
+    """Requests scored at once."""
+    device: str | None = None
+    """cpu, cuda or cuda:N; default: the GPU when there is one."""
+    dtype: typing.Literal["bf16", "fp32"] | None = None
+    """bf16 or fp32; default: bf16 autocast on GPUs."""
+    owt_val_dir: str | None = None
+    """Data-prep output holding val/ and dataset.json, instead of rebuilding OWT's split from the hub."""
+    lambada_path: str | None = None
+    """OpenAI's lambada_test.jsonl, instead of the hub."""
+    wikitext_path: str | None = None
+    """wiki.test.raw, instead of the hub."""
+    blimp_dir: str | None = None
+    """Folder of BLiMP's UID.jsonl files, instead of the hub."""
+    similarity_dir: str | None = None
+    """Folder holding, in it or its subfolders, each set's original release (SimLex-999.txt,
+    SimVerb-3500.txt, RG65.txt, WordSim-353 combined.tab) or collection file (EN-SIMLEX-999.txt,
+    EN-SimVerb-3500.txt, EN-RG-65.txt, EN-WS-353-ALL.txt: word, word, score)."""
+    progress: bool = True
+    """Show progress bars (--noprogress hides them)."""
 
-Other commands: `python -m backpack_dist.eval table results/*.json` prints results files as markdown
-beside the paper's Table 2; `python -m backpack_dist.eval install_lm_eval` registers the "backpack"
-model with lm-evaluation-harness (`lm_eval --model backpack --model_args checkpoint=PATH`). Data come
-from the Hugging Face hub unless a local flag names them; docs/eval.md describes the metrics.
+    def __post_init__(self):
+        cli.check_range(self, "limit", low=1)
+        cli.check_range(self, "batch_size", low=1)
 
-Args:
-    checkpoint: an export dir, a training run dir or one of its checkpoints
-    tasks: comma-separated, from owt,lambada,wikitext,blimp,similarity (all by default); similarity means
-        simlex,simverb,rg65,ws353, each of which can be named alone
-    out: the results JSON to write
-    limit: score only the first N examples of each task (quick checks)
-    batch_size: requests scored at once
-    device: cpu, cuda or cuda:N (default: the GPU when there is one)
-    dtype: bf16 or fp32 (default: bf16 autocast on GPUs)
-    owt_val_dir: data-prep output holding val/ and dataset.json, instead of rebuilding OWT's split
-    lambada_path: OpenAI's lambada_test.jsonl, instead of the hub
-    wikitext_path: wiki.test.raw, instead of the hub
-    blimp_dir: folder of BLiMP's UID.jsonl files, instead of the hub
-    similarity_dir: folder holding, in it or its subfolders, each set's original release (SimLex-999.txt,
-        SimVerb-3500.txt, RG65.txt, WordSim-353 combined.tab) or collection file (EN-SIMLEX-999.txt,
-        EN-SimVerb-3500.txt, EN-RG-65.txt, EN-WS-353-ALL.txt: word, word, score)
-    progress: show progress bars (--noprogress to hide them)
-"""
+
+def run(options: EvalOptions) -> None:
+    """Score a checkpoint on the paper's benchmarks and write one results JSON.
+
+    Other commands: `python -m backpack_dist.eval table results/*.json` prints results files as markdown
+    beside the paper's Table 2; `python -m backpack_dist.eval install_lm_eval` registers the "backpack"
+    model with lm-evaluation-harness (`lm_eval --model backpack --model_args checkpoint=PATH`). Data come
+    from the Hugging Face hub unless a local flag names them; docs/eval.md describes the metrics."""
+    from .runner import evaluate
+
+    report = evaluate(**dataclasses.asdict(options))
+    if os.environ.get("RANK", "0") == "0":  # one summary for a torchrun-sharded run
+        print(summary(report))
 
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     commands = {"table": table, "install_lm_eval": install_lm_eval}
     if argv and argv[0] in commands:
-        cli.run(commands[argv[0]], argv[1:], name=f"backpack_dist.eval {argv[0]}",
-                errors=(ValueError,))
-        return
-    from .runner import evaluate
-
-    @functools.wraps(evaluate)  # fire reads the flags (and their parse functions) from evaluate
-    def run(*args, **kwargs):
-        report = evaluate(*args, **kwargs)
-        if os.environ.get("RANK", "0") == "0":  # one summary for a torchrun-sharded run
-            print(summary(report))
-
-    run.__doc__ = RUN_HELP
-    cli.run(run, argv, name="backpack_dist.eval", errors=(ValueError,))
+        cli.run(commands, argv, name="backpack_dist.eval", errors=(ValueError,))
+    else:
+        cli.run(run, argv, name="backpack_dist.eval", errors=(ValueError,))
 
 
 if __name__ == "__main__":

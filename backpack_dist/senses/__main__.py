@@ -12,14 +12,13 @@ training run dir or a checkpoint dir) and --json to print the raw data instead o
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import sys
 
-from fire.decorators import SetParseFn
-
 from .. import cli
-from ..eval.options import float_option, int_option, resolve_device
+from ..eval.options import resolve_device
 from . import bias as bias_lib
 from .edit import knowledge_edit
 from .generate import sample, split_topic_words, topic_control, topic_fraction
@@ -29,33 +28,58 @@ from .lookup import lookup_word
 from .words import SenseToolError, encode_text, require_backpack, token_text, word_tokens
 
 
-def _load(checkpoint, device):
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SenseOptions:
+    checkpoint: str = ""
+    """A Backpack: an exported model, a run directory, one of its checkpoints or a transformers folder (required)."""
+    json: bool = False
+    """Print the raw data as JSON instead of tables."""
+    device: str | None = None
+    """cpu, cuda or cuda:N; default: the GPU when there is one."""
+
+    def __post_init__(self):
+        if not self.checkpoint:
+            raise cli.UsageError("no checkpoint given: pass --checkpoint PATH (an exported model or a run directory)")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Sampling:
+    max_new_tokens: int = 40
+    """Tokens to generate."""
+    temperature: float = 1.0
+    """Sampling temperature; 0 is greedy."""
+    top_k: int = 50
+    """Sample from the k most likely tokens (0: all)."""
+    seed: int = 0
+    """The sampling seed."""
+
+    def __post_init__(self):
+        cli.check_range(self, "max_new_tokens", low=1)
+        cli.check_range(self, "temperature", low=0)
+        cli.check_range(self, "top_k", low=0)
+
+    def args(self) -> tuple[int, float, int, int]:
+        return self.max_new_tokens, self.temperature, self.top_k, self.seed
+
+
+def _load(options: SenseOptions):
     from ..pretrained import load_pretrained
 
-    if checkpoint is None:
-        raise SenseToolError("no checkpoint given: pass --checkpoint PATH (an exported model or a run directory)")
-    model, tokenizer, _info = load_pretrained(str(checkpoint), resolve_device(device))
+    model, tokenizer, _info = load_pretrained(options.checkpoint, resolve_device(options.device))
     return model, tokenizer
 
 
-def _cli(*text_flags):
-    """Turn bad input into one line on stderr and exit status 2, instead of a traceback; the
-    named flags reach the command as typed (fire would read --word 3.10 as the number 3.1 and
-    --word 1,000 as the tuple (1, 0))."""
+def _cli(fn):
+    """Bad input the sense tools find (SenseToolError, ValueError) ends as one line and exit 2."""
 
-    def decorate(fn):
-        @functools.wraps(fn)
-        def run(*args, **kwargs):
-            try:
-                return fn(*args, **kwargs)
-            except (SenseToolError, ValueError) as e:
-                print(f"error: {e}", file=sys.stderr)
-                sys.exit(2)
+    @functools.wraps(fn)
+    def run(options):
+        try:
+            return fn(options)
+        except (SenseToolError, ValueError) as e:
+            raise cli.UsageError(str(e)) from None
 
-        # Outermost, on the function fire calls: fire reads its parse functions from there.
-        return SetParseFn(str, "checkpoint", "device", *text_flags)(run)
-
-    return decorate
+    return run
 
 
 def _warn(message: str) -> None:
@@ -74,14 +98,28 @@ def _print_json(data) -> None:
     print(json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False))  # NaN is not JSON
 
 
-@_cli("word")
-def lookup(word, checkpoint=None, top: int = 10, relative: bool = False, json: bool = False, device=None):
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class LookupOptions(SenseOptions):
+    word: str = cli.positional()
+    """The word ("science" is read as " science")."""
+    top: int = 10
+    """Top and bottom items per sense."""
+    relative: bool = False
+    """Rank by the difference from the word's mean sense (what sets each sense apart)."""
+
+    def __post_init__(self):
+        super().__post_init__()
+        cli.check_range(self, "top", low=1)
+
+
+@_cli
+def lookup(o: LookupOptions):
     """Top and bottom vocabulary items of E^T C(x)_l for each sense l of a word ("science" is read as " science");
     --relative ranks by the difference from the word's mean sense (what sets each sense apart)."""
-    top = int_option(top, "--top", low=1)
-    model, tokenizer = _load(checkpoint, device)
-    result = lookup_word(model, tokenizer, str(word), top, bool(relative))
-    if json:
+    top = o.top
+    model, tokenizer = _load(o)
+    result = lookup_word(model, tokenizer, o.word, top, o.relative)
+    if o.json:
         return _print_json(result)
     for entry in result:
         print(f"token {_show(entry['token'])} (id {entry['id']}): {len(entry['senses'])} senses, top/bottom {top}")
@@ -102,14 +140,27 @@ def _prediction_table(before, after=None) -> str:
     return "\n".join(lines)
 
 
-@_cli("text", "scale")
-def predict(text, checkpoint=None, top: int = 10, scale=None, json: bool = False, device=None):
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class PredictOptions(SenseOptions):
+    text: str = cli.positional()
+    """The context whose next word is predicted."""
+    top: int = 10
+    """Rows of the table."""
+    scale: str | None = None
+    """Sense scales WORD:SENSE=FACTOR[,...] (SENSE may be *), e.g. nurse:10=0: shows before and after."""
+
+    def __post_init__(self):
+        super().__post_init__()
+        cli.check_range(self, "top", low=1)
+
+
+@_cli
+def predict(o: PredictOptions):
     """Next-word probabilities; --scale "WORD:SENSE=FACTOR[,...]" (e.g. nurse:10=0) shows before and after."""
-    top = int_option(top, "--top", low=1)
-    scales = parse_scales(scale)
-    model, tokenizer = _load(checkpoint, device)
-    result = predict_lib(model, tokenizer, str(text), scales, top)
-    if json:
+    scales = parse_scales(o.scale)
+    model, tokenizer = _load(o)
+    result = predict_lib(model, tokenizer, o.text, scales, o.top)
+    if o.json:
         return _print_json(result)
     print("tokens: " + " ".join(_show(t) for t in result["tokens"]))
     if scales:
@@ -117,20 +168,33 @@ def predict(text, checkpoint=None, top: int = 10, scale=None, json: bool = False
     print(_prediction_table(result["before"], result.get("after")))
 
 
-def _sampling(max_new_tokens, temperature, top_k, seed) -> tuple[int, float, int, int]:
-    return (int_option(max_new_tokens, "--max_new_tokens", low=1), float_option(temperature, "--temperature", low=0),
-            int_option(top_k, "--top_k", low=0), int_option(seed, "--seed"))
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class EditOptions(SenseOptions, Sampling):
+    target: str = "MacBook"
+    """The word whose senses are edited."""
+    old: str = "Apple"
+    """The direction removed from the target's senses."""
+    new: str = "HP"
+    """The direction put in its place."""
+    prompt: str = "The MacBook is made by"
+    """The prompt to generate from, before and after the edit."""
+    max_new_tokens: int = 30
+    """Tokens to generate."""
+    temperature: float = 0.0
+    """Sampling temperature; 0 is greedy."""
+
+    def __post_init__(self):
+        SenseOptions.__post_init__(self)
+        Sampling.__post_init__(self)
 
 
-@_cli("target", "old", "new", "prompt")
-def edit(target="MacBook", old="Apple", new="HP", prompt="The MacBook is made by", checkpoint=None,
-         max_new_tokens: int = 30, temperature: float = 0.0, top_k: int = 50, seed: int = 0, json: bool = False,
-         device=None):
+@_cli
+def edit(o: EditOptions):
     """Knowledge edit: replace the `old` direction by `new` in every sense of `target`, then generate."""
-    sampling = _sampling(max_new_tokens, temperature, top_k, seed)
-    model, tokenizer = _load(checkpoint, device)
+    sampling = o.args()
+    model, tokenizer = _load(o)
     require_backpack(model, "knowledge edits")
-    target, prompt = str(target), str(prompt)
+    target, prompt, old, new, json = o.target, o.prompt, o.old, o.new, o.json
     ids = encode_text(tokenizer, prompt, model.config.seq_len)
     gen = functools.partial(sample, model, tokenizer, prompt, *sampling)
 
@@ -139,7 +203,7 @@ def edit(target="MacBook", old="Apple", new="HP", prompt="The MacBook is made by
         return {"p_old": float(probs[edit_info["old_id"]]), "p_new": float(probs[edit_info["new_id"]]),
                 "completion": gen()["completion"]}
 
-    with knowledge_edit(model, tokenizer, target, str(old), str(new)) as info:
+    with knowledge_edit(model, tokenizer, target, old, new) as info:
         # The edit swaps the sense vectors of each of the target's tokens, wherever they occur.
         if len(info["target_ids"]) > 1:
             _warn(f"the target {target!r} is {len(info['target_ids'])} tokens "
@@ -159,15 +223,28 @@ def edit(target="MacBook", old="Apple", new="HP", prompt="The MacBook is made by
               f"| {prompt}{r['completion']}")
 
 
-@_cli("prompt", "topic")
-def generate(prompt, checkpoint=None, topic=None, strength: float = 3.0, threshold: float = 2.0,
-             max_new_tokens: int = 40, temperature: float = 1.0, top_k: int = 50, seed: int = 0, json: bool = False,
-             device=None):
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class GenerateOptions(SenseOptions, Sampling):
+    prompt: str = cli.positional()
+    """The prompt to continue."""
+    topic: str | None = None
+    """Topic words w1,w2,...: up-weight the senses that score high on them."""
+    strength: float = 3.0
+    """The factor of the up-weighted senses."""
+    threshold: float = 2.0
+    """How high a sense must score on the topic to be up-weighted."""
+
+    def __post_init__(self):
+        SenseOptions.__post_init__(self)
+        Sampling.__post_init__(self)
+
+
+@_cli
+def generate(o: GenerateOptions):
     """Sample a continuation; --topic "w1,w2,..." up-weights (x strength) senses that score high on the topic."""
-    sampling = _sampling(max_new_tokens, temperature, top_k, seed)
-    strength, threshold = float_option(strength, "--strength"), float_option(threshold, "--threshold")
-    model, tokenizer = _load(checkpoint, device)
-    prompt = str(prompt)
+    sampling = o.args()
+    prompt, topic, strength, threshold, json = o.prompt, o.topic, o.strength, o.threshold, o.json
+    model, tokenizer = _load(o)
     gen = functools.partial(sample, model, tokenizer, prompt, *sampling)
     plain = gen()
     result = {"prompt": prompt, "plain": plain["completion"]}
@@ -194,22 +271,34 @@ def generate(prompt, checkpoint=None, topic=None, strength: float = 3.0, thresho
     print(f" steered ({result['topic_fraction_steered']:.0%} topic tokens): {prompt}{result['steered']}")
 
 
-@_cli("professions")
-def bias(checkpoint=None, sense=None, factor: float = 0.0, professions=None, json: bool = False, device=None):
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class BiasOptions(SenseOptions):
+    sense: int | None = None
+    """The sense of each profession word to scale; default: report the bias only."""
+    factor: float = 0.0
+    """The factor for --sense (0 removes it)."""
+    professions: str | None = None
+    """Professions p1,p2,...; default: the paper's 40."""
+
+    def __post_init__(self):
+        super().__post_init__()
+        cli.check_range(self, "sense", low=0)
+
+
+@_cli
+def bias(o: BiasOptions):
     """He/she bias ratio over professions, before and after scaling --sense of the profession word by --factor."""
-    factor = float_option(factor, "--factor")
-    if sense is not None:
-        sense = int_option(sense, "--sense", low=0)
-    model, tokenizer = _load(checkpoint, device)
+    sense, factor, professions, json = o.sense, o.factor, o.professions, o.json
+    model, tokenizer = _load(o)
     if sense is not None:
         if not sense < getattr(model.config, "n_senses", 0) or not model.config.is_backpack:
             require_backpack(model, "bias --sense")
             raise SenseToolError(f"sense {sense} is out of range: this model has senses 0..{model.config.n_senses - 1}")
     if professions is None:
         professions = bias_lib.PROFESSIONS
-    elif isinstance(professions, str):
+    else:
         professions = [p.strip() for p in professions.split(",") if p.strip()]
-    report = bias_lib.bias_report(model, tokenizer, [str(p) for p in professions], sense=sense, factor=factor)
+    report = bias_lib.bias_report(model, tokenizer, professions, sense=sense, factor=factor)
     if json:
         return _print_json(report)
     after = sense is not None

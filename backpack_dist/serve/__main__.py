@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import socket
 import sys
 
-from fire.decorators import SetParseFn
-
 from .. import cli
-from ..eval.options import int_option, resolve_device
+from ..eval.options import resolve_device
 from ..senses.words import SenseToolError
 
 
@@ -36,24 +35,37 @@ def _bind(model, tokenizer, host: str, port: int, info: dict, quiet: bool):
         raise ValueError(listen_error(host, port, e)) from None
 
 
-# Text flags stay text: fire would read --host 127.1 as a number.
-@SetParseFn(str, "checkpoint", "host", "device")
-def serve(checkpoint=None, port: int = 8000, host: str = "127.0.0.1", device=None, quiet: bool = False):
+@dataclasses.dataclass(frozen=True)
+class ServeOptions:
+    checkpoint: str = ""
+    """The Backpack to serve: an exported model, a run directory or one of its checkpoints (required)."""
+    port: int = 8000
+    """The port to listen on (0 picks a free one)."""
+    host: str = "127.0.0.1"
+    """The address to listen on: 127.0.0.1 for this machine only, 0.0.0.0 for every interface."""
+    device: str | None = None
+    """cpu, cuda or cuda:N; default: the GPU when there is one."""
+    quiet: bool = False
+    """Do not log each request."""
+
+    def __post_init__(self):
+        if not self.checkpoint:
+            raise cli.UsageError("no checkpoint given: pass --checkpoint PATH (an exported model or a run directory)")
+        cli.check_range(self, "port", 0, 65535)
+
+
+def serve(options: ServeOptions) -> None:
     """Serve the sense page for a Backpack checkpoint (export dir, run dir or checkpoint dir) until Ctrl-C."""
     from ..pretrained import load_pretrained
 
     try:
-        if checkpoint is None:
-            raise SenseToolError("no checkpoint given: pass --checkpoint PATH (an exported model or a run directory)")
-        port = int_option(port, "--port", low=0, high=65535)
-        device = resolve_device(device)
-        model, tokenizer, info = load_pretrained(str(checkpoint), device)
-        server = _bind(model, tokenizer, str(host), port, info, bool(quiet))
+        device = resolve_device(options.device)
+        model, tokenizer, info = load_pretrained(options.checkpoint, device)
+        server = _bind(model, tokenizer, options.host, options.port, info, options.quiet)
     except (SenseToolError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        raise cli.UsageError(str(e)) from None
     address, bound_port = server.server_address[:2]
-    print(f"serving {checkpoint} at http://{address}:{bound_port}/ (Ctrl-C to stop)", flush=True)
+    print(f"serving {options.checkpoint} at http://{address}:{bound_port}/ (Ctrl-C to stop)", flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

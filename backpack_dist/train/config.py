@@ -5,8 +5,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import typing
 from pathlib import Path
 
+from ..cli import UsageError, check_range
 from ..model import MODEL_NAMES, model_config
 
 # Exit status of a run that saved a checkpoint because it was asked to stop (SIGUSR1/SIGTERM):
@@ -17,56 +19,113 @@ PREEMPTED_EXIT_CODE = 75
 DEFAULT_DS_CONFIG = str(Path(__file__).resolve().parents[2] / "ds_configs" / "zero2.json")
 
 
-class ConfigError(ValueError):
-    """A configuration that cannot work; raised before any process does real work."""
+ConfigError = UsageError  # a configuration that cannot work, found before any process does real work
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class TrainConfig:
+    """Every flag of `python -m backpack_dist.train`; the defaults are the paper's recipe."""
+
     model: str = "backpack-small"
+    """The model: backpack-micro|mini|small or transformer-micro|mini|small."""
     data_dir: str = ""
+    """The output folder of `python -m data_prep` (with --remote: the local cache) (required)."""
     run_dir: str = ""
+    """The run's folder: checkpoints, metrics and logs; rerunning on it resumes (required)."""
     ds_config: str = DEFAULT_DS_CONFIG
-    # Batch: global batch in sequences; gradient accumulation = global / (micro * world).
+    """A DeepSpeed JSON (ds_configs/zero{0,1,2,3}.json, zero3_offload.json); batch, precision,
+    clipping, optimizer and schedule come from these flags."""
     global_batch: int = 1024
+    """Sequences per optimizer step; gradient accumulation = global / (micro x processes)."""
     micro_batch: int = 16
+    """Sequences per process per forward."""
     max_steps: int = 100_000
-    # AdamW with decoupled weight decay on matrices only; linear warmup then linear decay to 0.
+    """Optimizer steps of the whole run (a resume may raise it)."""
     lr: float = 6e-4
-    betas: tuple = (0.9, 0.999)
+    """Peak learning rate of AdamW: linear warmup, then linear decay to 0 at --max_steps."""
+    betas: tuple[float, ...] = (0.9, 0.999)
+    """AdamW's betas, as 0.9,0.999."""
     eps: float = 1e-8
+    """AdamW's epsilon."""
     weight_decay: float = 0.1
+    """Decoupled weight decay, on the matrices of Linear layers only."""
     grad_clip: float = 1.0
-    warmup_steps: int | None = None  # default: 1% of max_steps (the authors' code), at least 2
-    precision: str = "auto"  # auto: bf16 on GPU, fp32 on CPU
+    """Clip the global gradient norm to this (0: no clipping)."""
+    warmup_steps: int | None = None
+    """Linear warmup steps; default: 1% of --max_steps (the authors' code), at least 2."""
+    precision: typing.Literal["auto", "bf16", "fp32"] = "auto"
+    """auto: bf16 on GPU, fp32 on CPU."""
     seed: int = 1337
-    # Observability and checkpoints.
+    """Seeds the initial weights, the data order and dropout."""
     log_every: int = 10
+    """Steps between metrics lines."""
     eval_every: int = 1000
+    """Steps between validations (and at the last step)."""
     eval_batches: int = 20
+    """Validation micro batches in all: the first eval_batches x micro_batch samples of the val
+    split (all of it when it holds fewer), the same samples on any number of processes."""
     save_every: int = 1000
+    """Steps between checkpoints (and at the last step and on SIGUSR1/SIGTERM)."""
     keep: int = 3
-    wandb: str = "offline"
+    """Checkpoints kept; older ones are deleted once a newer one is complete."""
+    wandb: typing.Literal["online", "offline", "disabled"] = "offline"
+    """wandb mode; offline runs are kept in RUN/wandb."""
     wandb_project: str = "backpack-dist"
-    # Data loading.
-    remote: str | None = None  # object-store URL of the data-prep output; data_dir is then the local cache
+    """The wandb project."""
+    remote: str | None = None
+    """Object-store URL of the data-prep output (s3://...); --data_dir is then the local cache."""
     num_canonical_nodes: int = 8
+    """streaming's canonical nodes: with the seed they fix the sample order on any number of processes."""
     num_workers: int = 1
-    max_bad_steps: int = 5  # stop after this many non-finite steps in a row
-    # Exact implementation choices (model/sense_sum.py, model/loss.py) and torch.compile.
+    """DataLoader workers per process."""
+    max_bad_steps: int = 5
+    """Stop (exit 3) after this many non-finite steps in a row."""
     sense_sum: str = "auto"
+    """The Backpack's sense-sum implementation (model/sense_sum.py); all are exact."""
     loss_impl: str = "auto"
+    """The loss implementation (model/loss.py); all are exact."""
     compile: bool = False
-    # Trained weights to start from (an export, run, checkpoint or transformers folder; its sizes).
+    """torch.compile the model."""
     init_from: str | None = None
-    # Model overrides for tiny runs.
+    """Start from trained weights (an export, run, checkpoint or transformers folder; its sizes)."""
     d_model: int | None = None
+    """Model override for tiny runs: width."""
     n_layer: int | None = None
+    """Model override: layers."""
     n_head: int | None = None
+    """Model override: attention heads."""
     n_senses: int | None = None
+    """Model override: senses per word (Backpack)."""
     vocab_size: int | None = None
+    """Model override: vocabulary size (at least the data's)."""
     seq_len: int | None = None
+    """Model override: context length."""
     dropout: float | None = None
+    """Model override: dropout in [0, 1)."""
+
+    def __post_init__(self):
+        """The checks that need nothing but the values; validate() does those that read files."""
+        from ..model.loss import LOSS_IMPLEMENTATIONS
+        from ..model.sense_sum import SENSE_SUM_IMPLEMENTATIONS
+
+        if self.model not in MODEL_NAMES:
+            raise UsageError(f"unknown model {self.model!r}: choose one of {', '.join(MODEL_NAMES)}")
+        for name in ("global_batch", "micro_batch", "max_steps", "log_every", "eval_every", "eval_batches",
+                     "save_every", "keep", "num_canonical_nodes", "max_bad_steps"):
+            check_range(self, name, low=1)
+        for name in ("num_workers", "lr", "eps", "weight_decay", "grad_clip"):
+            check_range(self, name, low=0)
+        if len(self.betas) != 2:
+            raise UsageError(f"--betas {','.join(map(str, self.betas))}: expected two numbers as 0.9,0.95")
+        if self.warmup_steps is not None and not 2 <= self.warmup_steps <= self.max_steps:
+            raise UsageError(f"--warmup_steps must be from 2 (DeepSpeed's WarmupDecayLR warms up over 2 steps or "
+                             f"more) to --max_steps {self.max_steps}, got {self.warmup_steps}")
+        if self.dropout is not None and not 0 <= self.dropout < 1:
+            raise UsageError(f"--dropout must be in [0, 1), got {self.dropout}")
+        if self.sense_sum not in SENSE_SUM_IMPLEMENTATIONS:
+            raise UsageError(f"--sense_sum {self.sense_sum!r}: use one of {', '.join(SENSE_SUM_IMPLEMENTATIONS)}")
+        if self.loss_impl not in LOSS_IMPLEMENTATIONS:
+            raise UsageError(f"--loss_impl {self.loss_impl!r}: use one of {', '.join(LOSS_IMPLEMENTATIONS)}")
 
     @property
     def model_overrides(self) -> dict:
@@ -93,33 +152,8 @@ def grad_accumulation_steps(global_batch: int, micro_batch: int, world_size: int
     return global_batch // per_step
 
 
-def check_types(cfg: TrainConfig) -> None:
-    """fire passes what it cannot parse as a number on as text: name the flag instead of failing later."""
-    for field in dataclasses.fields(cfg):
-        value, kind = getattr(cfg, field.name), str(field.type)
-        if value is None and "None" in kind:
-            continue
-        if kind.startswith("int"):
-            ok = isinstance(value, int) and not isinstance(value, bool)
-        elif kind.startswith("float"):
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        elif kind.startswith("bool"):
-            ok = isinstance(value, bool)
-        elif kind.startswith("str"):
-            ok = isinstance(value, str)
-        else:  # betas
-            numbers = isinstance(value, (tuple, list)) and all(isinstance(b, (int, float)) for b in value)
-            ok = numbers and len(value) == 2
-        if not ok:
-            wanted = "two numbers as 0.9,0.95" if field.name == "betas" else kind.replace(" | None", "")
-            raise ConfigError(f"--{field.name} {value!r}: expected {wanted}")
-
-
 def validate(cfg: TrainConfig, world_size: int) -> None:
     """Every check that needs no data loading: fail at start with the fix in the message."""
-    check_types(cfg)
-    if cfg.model not in MODEL_NAMES:
-        raise ConfigError(f"unknown model {cfg.model!r}: choose one of {', '.join(MODEL_NAMES)}")
     from .init_from import check_init_flags
 
     check_init_flags(cfg)  # before the sizes' own checks: with --init_from they are not wanted at all
@@ -132,36 +166,13 @@ def validate(cfg: TrainConfig, world_size: int) -> None:
     if not cfg.data_dir:
         raise ConfigError("--data_dir is required: the output folder of `python -m data_prep`")
     if cfg.remote is None and not Path(cfg.data_dir, "train").is_dir():
-        raise ConfigError(f"data dir {cfg.data_dir} has no train/ split; prepare it with "
-                          f"`python -m data_prep text --input ... --out_dir {cfg.data_dir}` and `merge`")
+        raise ConfigError(f"data dir {cfg.data_dir} has no train/ split; prepare it with `python -m data_prep text "
+                          f"--input ... --out_dir {cfg.data_dir}` (an array of jobs: then `merge`)")
     if not os.path.isfile(cfg.ds_config):
         raise ConfigError(f"DeepSpeed config {cfg.ds_config} not found; use one of ds_configs/zero*.json")
     if Path(cfg.run_dir).exists() and not Path(cfg.run_dir).is_dir():
         raise ConfigError(f"--run_dir {cfg.run_dir} is a file; pass a folder")
     load_ds_config(cfg.ds_config)  # valid JSON
-    for name in ("global_batch", "micro_batch", "max_steps", "log_every", "eval_every", "eval_batches", "save_every",
-                 "keep", "num_canonical_nodes", "max_bad_steps"):
-        if getattr(cfg, name) < 1:
-            raise ConfigError(f"--{name} must be >= 1, got {getattr(cfg, name)}")
-    for name in ("num_workers", "lr", "eps", "weight_decay", "grad_clip"):
-        if getattr(cfg, name) < 0:
-            raise ConfigError(f"--{name} must be >= 0, got {getattr(cfg, name)}")
-    if cfg.warmup_steps is not None and not 2 <= cfg.warmup_steps <= cfg.max_steps:
-        raise ConfigError(f"--warmup_steps must be from 2 (DeepSpeed's WarmupDecayLR warms up over 2 steps or more) "
-                          f"to --max_steps {cfg.max_steps}, got {cfg.warmup_steps}")
-    if cfg.dropout is not None and not 0 <= cfg.dropout < 1:
-        raise ConfigError(f"--dropout must be in [0, 1), got {cfg.dropout}")
-    if cfg.precision not in ("auto", "bf16", "fp32"):
-        raise ConfigError(f"--precision {cfg.precision!r}: use auto, bf16 or fp32")
-    if cfg.wandb not in ("online", "offline", "disabled"):
-        raise ConfigError(f"--wandb {cfg.wandb!r}: use online, offline or disabled")
-    from ..model.loss import LOSS_IMPLEMENTATIONS
-    from ..model.sense_sum import SENSE_SUM_IMPLEMENTATIONS
-
-    if cfg.sense_sum not in SENSE_SUM_IMPLEMENTATIONS:
-        raise ConfigError(f"--sense_sum {cfg.sense_sum!r}: use one of {', '.join(SENSE_SUM_IMPLEMENTATIONS)}")
-    if cfg.loss_impl not in LOSS_IMPLEMENTATIONS:
-        raise ConfigError(f"--loss_impl {cfg.loss_impl!r}: use one of {', '.join(LOSS_IMPLEMENTATIONS)}")
     grad_accumulation_steps(cfg.global_batch, cfg.micro_batch, world_size)
 
 
