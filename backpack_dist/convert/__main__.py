@@ -6,38 +6,71 @@ to-hf: an export, run or checkpoint -> a folder transformers loads (a Transforme
 GPT2LMHeadModel, a Backpack in the authors' format).
 """
 
-import sys
+from __future__ import annotations
 
-from fire.decorators import SetParseFn
+import dataclasses
+import sys
 
 from .. import cli
 
 
-@SetParseFn(str, "src", "out")  # a Hub id or folder named 123 stays text
-def from_hf(src: str, out: str) -> None:
-    """Convert a local folder or Hub id in the authors' Backpack format or GPT2LMHeadModel format to our export."""
+def _require_out(out: str) -> None:
+    if not out:
+        raise cli.UsageError("missing --out: give it as --out DIR, the folder to write into")
+
+
+@dataclasses.dataclass(frozen=True)
+class FromHfOptions:
+    src: str = cli.positional()
+    """A local folder or Hub id (stanfordnlp/backpack-gpt2, gpt2) in the authors' Backpack or GPT2LMHeadModel format."""
+    out: str = ""
+    """The folder to write our export into (required)."""
+
+    def __post_init__(self):
+        _require_out(self.out)
+
+
+@dataclasses.dataclass(frozen=True)
+class ToHfOptions:
+    checkpoint: str = cli.positional()
+    """An export, a run directory or one of its checkpoints."""
+    out: str = ""
+    """The folder to write the transformers files into (required)."""
+
+    def __post_init__(self):
+        _require_out(self.out)
+
+
+def from_hf(options: FromHfOptions) -> None:
+    """Convert the authors' Backpack or a GPT2LMHeadModel (local folder or Hub id) to our export."""
     from ..pretrained import check_export_target, save_pretrained
     from .hub import resolve_source
     from .read_hf import read_hf_folder
 
-    check_export_target(out)  # before a download
-    folder, hub_id = resolve_source(src)
-    state_dict, config, info, tokenizer = read_hf_folder(folder, hub_id)
+    try:
+        check_export_target(options.out)  # before a download
+        folder, hub_id = resolve_source(options.src)
+        state_dict, config, info, tokenizer = read_hf_folder(folder, hub_id)
+    except (ValueError, FileNotFoundError) as e:
+        raise cli.UsageError(str(e)) from None
     model_name = info.pop("model_name")
-    path = save_pretrained(state_dict, config, out, model_name=model_name, tokenizer=tokenizer, **info)
+    path = save_pretrained(state_dict, config, options.out, model_name=model_name, tokenizer=tokenizer, **info)
     print(f"converted {info['source']} ({info['source_format']}, {config.family}) to {path}")
 
 
-@SetParseFn(str, "checkpoint", "out")
-def to_hf(checkpoint: str, out: str) -> None:
+def to_hf(options: ToHfOptions) -> None:
     """Write an export, run or checkpoint as a transformers folder: GPT2LMHeadModel, or the authors' Backpack."""
     from ..pretrained import load_state
     from .write_hf import check_hf_target, write_hf
 
-    check_hf_target(out)  # before the slow load
-    state_dict, config, info, tokenizer = load_state(checkpoint)
-    path = write_hf(state_dict, config, tokenizer, out, model_name=info.get("model_name"), step=info.get("step"),
-                    source=str(info.get("source") or info.get("checkpoint") or checkpoint))
+    try:
+        check_hf_target(options.out)  # before the slow load
+        state_dict, config, info, tokenizer = load_state(options.checkpoint)
+    except (ValueError, FileNotFoundError) as e:
+        raise cli.UsageError(str(e)) from None
+    source = info.get("source") or info.get("checkpoint") or options.checkpoint
+    path = write_hf(state_dict, config, tokenizer, options.out, model_name=info.get("model_name"),
+                    step=info.get("step"), source=str(source))
     kind = "the authors' Backpack format" if config.is_backpack else "GPT2LMHeadModel"
     print(f"wrote {info.get('model_name')} as {kind} to {path}")
 
@@ -46,8 +79,7 @@ COMMANDS = {"from-hf": from_hf, "to-hf": to_hf}
 
 
 def main(argv=None):
-    cli.run(COMMANDS, sys.argv[1:] if argv is None else argv, name="python -m backpack_dist.convert",
-            errors=(ValueError, FileNotFoundError))
+    cli.run(COMMANDS, sys.argv[1:] if argv is None else argv, name="python -m backpack_dist.convert")
 
 
 if __name__ == "__main__":
