@@ -43,8 +43,7 @@ TOKEN_DISTRIBUTIONS = ("zipf", "uniform")
 N_BATCHES = 4  # distinct batches cycled through, resident on the device
 
 
-class BenchError(ValueError):
-    """Bad input, reported as one line before any work starts."""
+BenchError = cli.UsageError  # bad input, reported as one line before any work starts
 
 
 @dataclasses.dataclass(frozen=True)

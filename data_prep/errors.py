@@ -7,9 +7,9 @@ from __future__ import annotations
 import math
 import numbers
 
+from backpack_dist.cli import UsageError
 
-class PrepError(ValueError):
-    """Bad input or settings; the message names the problem and the fix."""
+PrepError = UsageError  # bad input or settings; the message names the problem and the fix
 
 
 def as_int(flag: str, value, minimum: int, maximum: int | None = None) -> int:

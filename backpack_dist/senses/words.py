@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import torch
 
+from ..cli import UsageError
 
-class SenseToolError(ValueError):
-    """Bad input to a sense tool; the message names the problem and the fix."""
+SenseToolError = UsageError  # bad input to a sense tool; the message names the problem and the fix
 
 
 def require_backpack(model, what: str | None = None) -> None:
