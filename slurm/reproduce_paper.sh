@@ -15,5 +15,6 @@ REPO=${REPO:-$(cd "$(dirname "$0")/.." && pwd)}
 }
 source "$REPO/slurm/lib/common.sh"
 [[ -z ${SLURM_JOB_ID:-} ]] || die "run this with bash on a login node, not with sbatch: it submits the study's jobs"
-export REPO
+PYTHON=$(command -v "$PYTHON")  # the jobs run this very interpreter, whatever their PATH
+export REPO PYTHON
 exec "$PYTHON" -m backpack_dist.reproduce "$@"
