@@ -55,8 +55,11 @@ def test_dry_run_prints_the_whole_study_and_its_cost(study_env, capsys):
     assert names == ["prep-owt", "prep-owt-merge", *(f"train-{m}" for m in MODEL_NAMES),
                      *(f"eval-{m}" for m in MODEL_NAMES), "table2"]
     by_name = {row[1]: row for row in rows}
-    assert by_name["prep-owt"][3] == "16 x 1 CPU node" and by_name["prep-owt-merge"][4] == "prep-owt"
-    assert by_name["train-backpack-small"][3] == "2 x 8 GPU" and by_name["train-transformer-micro"][3] == "1 x 8 GPU"
+    assert by_name["prep-owt"][3] == "16 jobs x 32 CPUs" and by_name["prep-owt-merge"][3] == "1 CPU"
+    assert by_name["prep-owt-merge"][4] == "prep-owt" and by_name["table2"][3] == "1 CPU"
+    assert by_name["train-backpack-small"][3] == "2 nodes x 8 GPUs" and by_name["train-transformer-micro"][3] == \
+        "1 node x 8 GPUs"
+    assert by_name["eval-backpack-small"][3] == "1 node x 1 GPU"
     assert all(by_name[f"train-{m}"][4] == "prep-owt-merge" and by_name[f"train-{m}"][5] == "52.4B"
                for m in MODEL_NAMES)
     assert all(by_name[f"eval-{m}"][4] == f"train-{m}" for m in MODEL_NAMES) and by_name["table2"][4] == "6 evals"

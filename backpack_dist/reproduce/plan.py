@@ -17,7 +17,7 @@ from ..eval.results import ABLATION_MODEL, PAPER_ABLATION
 from ..model.config import MODEL_NAMES, model_config
 from ..train.config import TrainConfig
 from . import cost
-from .slurm import gpus_per_node, merge_time_limit, sbatch_defaults, shell_default
+from .slurm import gpus_per_node, merge_flags, sbatch_defaults, shell_default
 
 # The study sets these per run; EXTRA_ARGS may not.
 PER_RUN_FLAGS = ("model", "data_dir", "run_dir", "ds_config")
@@ -41,6 +41,7 @@ class Job:
     after: tuple[str, ...] = ()  # jobs that must have succeeded first (afterok)
     nodes: int = 1
     gpus_per_node: int = 0
+    cpus: int | None = None  # per task of a CPU job
     array: int | None = None  # tasks of an array job
     time_limit: str = ""  # per start; trainings and evals requeue and resume past it
     tokens: int | None = None  # training tokens
@@ -126,10 +127,12 @@ def build_plan(*, only: list[str], ablation: bool, ablation_steps: int, data_dir
     data_after: tuple[str, ...] = ()
     if not ready:
         shards = int(prep_env.get("NUM_SHARDS") or shell_default("prep_owt.sh", "NUM_SHARDS"))
-        jobs.append(Job("prep-owt", "prep", "prep_owt.sh", env={**prep_env, "OUT_DIR": str(data)}, array=shards,
-                        time_limit=sbatch_defaults("prep_owt.sh")["time"], merged_by="prep-owt-merge"))
+        prep, merge = sbatch_defaults("prep_owt.sh"), merge_flags()
+        jobs.append(Job("prep-owt", "prep", "prep_owt.sh", env={**prep_env, "OUT_DIR": str(data)},
+                        cpus=int(prep["cpus-per-task"]), array=shards, time_limit=prep["time"],
+                        merged_by="prep-owt-merge"))
         jobs.append(Job("prep-owt-merge", "merge", "prep_owt.sh", ("merge",), env={"OUT_DIR": str(data)},
-                        after=("prep-owt",), time_limit=merge_time_limit()))
+                        after=("prep-owt",), cpus=int(merge["cpus-per-task"]), time_limit=merge["time"]))
         data_after = ("prep-owt-merge",)
     evals = []
     for name in names:
@@ -153,8 +156,9 @@ def build_plan(*, only: list[str], ablation: bool, ablation_steps: int, data_dir
                         after=(f"train-{name}",), gpus_per_node=gpus_per_node("eval.sh"),
                         time_limit=sbatch_defaults("eval.sh")["time"]))
         evals.append((f"eval-{name}", str(run_dir / "eval" / f"{final}.json")))
+    table = sbatch_defaults("table.sh")
     jobs.append(Job("table2", "table", "table.sh", tuple(path for _, path in evals), env={"OUT_DIR": str(runs)},
-                    after=tuple(name for name, _ in evals), time_limit=sbatch_defaults("table.sh")["time"]))
+                    after=tuple(name for name, _ in evals), cpus=int(table["cpus-per-task"]), time_limit=table["time"]))
     # Trainings before evals, so that `squeue` lists the study in the order it runs.
     order = {"prep": 0, "merge": 1, "train": 2, "eval": 3, "table": 4}
     jobs.sort(key=lambda j: order[j.kind])

@@ -38,12 +38,16 @@ def _tokens(n: int | None) -> str:
     return str(n)
 
 
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}" + ("s" if n != 1 else "")
+
+
 def _resources(job) -> str:
-    if job.kind == "prep":
-        return f"{job.array} x 1 CPU node"
+    if job.array:
+        return f"{job.array} jobs x {_count(job.cpus, 'CPU')}"
     if not job.gpus_per_node:
-        return "1 CPU node"
-    return f"{job.nodes} x {job.gpus_per_node} GPU"
+        return _count(job.cpus, "CPU")
+    return f"{_count(job.nodes, 'node')} x {_count(job.gpus_per_node, 'GPU')}"
 
 
 def _after(job) -> str:

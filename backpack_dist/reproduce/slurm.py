@@ -37,13 +37,13 @@ def shell_default(script: str, variable: str) -> str:
     return match[1]
 
 
-def merge_time_limit() -> str:
-    """The --time that slurm/prep_owt.sh gives its merge job."""
-    match = re.search(r"--time=(\S+)\s+--job-name=prep-owt-merge", (SLURM / "prep_owt.sh").read_text())
-    if not match:
-        raise RuntimeError("slurm/prep_owt.sh no longer submits its merge job with --time=... "
-                           "--job-name=prep-owt-merge")
-    return match[1]
+def merge_flags() -> dict[str, str]:
+    """The --key=value flags that slurm/prep_owt.sh gives its merge job (cpus-per-task, time, ...)."""
+    text = (SLURM / "prep_owt.sh").read_text()
+    line = re.search(r"merge=\$\(sbatch(.*?)\"\$@\"", text, re.S)
+    if not line:
+        raise RuntimeError("slurm/prep_owt.sh no longer submits its merge job as merge=$(sbatch ... \"$@\" ...)")
+    return dict(re.findall(r"--([\w-]+)=(\S+)", line[1]))
 
 
 def gpus_per_node(script: str) -> int:
