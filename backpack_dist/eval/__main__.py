@@ -12,7 +12,8 @@ from .runner import DEFAULT_TASKS
 
 
 def table(*paths: str):
-    """Print results files as markdown in the layout of the paper's Table 2."""
+    """Print results files as markdown in the layout of the paper's Table 2: per cell ours, the
+    paper's number in parentheses and ours - paper (and the sense-count ablation's OWT PPL)."""
     from .results import render
 
     print(render(paths))
