@@ -37,8 +37,12 @@ def read_curve(run) -> Curve:
         raise cli.UsageError(f"{run}: no such run folder; pass training run directories (RUN with metrics.jsonl)")
     if not metrics.is_file():
         raise cli.UsageError(f"{run} has no metrics.jsonl; is it a training run directory (--run_dir of training)?")
+    try:
+        text = metrics.read_text(encoding="utf-8", errors="replace")
+    except OSError as e:
+        raise cli.UsageError(f"cannot read {metrics}: {e.strerror}") from None
     train_tokens, val = {}, {}
-    for line in metrics.read_text(encoding="utf-8", errors="replace").splitlines():
+    for line in text.splitlines():
         try:
             record = json.loads(line)
             step = int(record["step"])

@@ -30,7 +30,10 @@ done
 mkdir -p "$OUT_DIR" || die "cannot create OUT_DIR=$OUT_DIR"
 
 # Written next to its place and moved there when complete: a table file is never half-written.
-"$PYTHON" -m backpack_dist.eval table "$@" >"$OUT_DIR/.table2.md.tmp" || die "the table failed; see above"
+"$PYTHON" -m backpack_dist.eval table "$@" >"$OUT_DIR/.table2.md.tmp" || {
+    rm -f "$OUT_DIR/.table2.md.tmp"
+    die "the table failed; see above"
+}
 mv "$OUT_DIR/.table2.md.tmp" "$OUT_DIR/table2.md"
 cat "$OUT_DIR/table2.md"
 echo

@@ -150,3 +150,12 @@ def test_bad_input_is_one_line_and_exit_2(study_env, capsys, monkeypatch, args, 
     assert exit_info.value.code == 2 and captured.out == ""
     assert captured.err.startswith("error: ") and captured.err.count("\n") == 1 and message in captured.err, \
         captured.err
+
+
+def test_submitting_without_sbatch_says_so_before_printing(study_env, capsys, monkeypatch):
+    monkeypatch.setenv("PATH", str(study_env))  # no sbatch on it: not a SLURM login node
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--only", "backpack-micro"])
+    captured = capsys.readouterr()
+    assert exit_info.value.code == 2 and captured.out == ""
+    assert captured.err == "error: sbatch not found: submit from a SLURM login node (or --dry_run to see the plan)\n"

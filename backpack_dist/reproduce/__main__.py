@@ -16,8 +16,8 @@ import sys
 
 from .. import cli
 from ..eval.results import ABLATION_STEPS
+from . import cost, show
 from . import plan as planning
-from . import show
 from .slurm import REPO, submit
 
 
@@ -47,7 +47,7 @@ class ReproduceOptions:
         cli.check_range(self, "ablation_steps", 1)
         cli.check_range(self, "mfu", 0.01, 1)
         try:
-            planning.cost.peak_flops(self.gpu)
+            cost.peak_flops(self.gpu)
         except ValueError as e:
             raise cli.UsageError(str(e)) from None
 
@@ -66,20 +66,20 @@ def reproduce(options: ReproduceOptions) -> None:
     except ValueError as e:
         raise cli.UsageError(f"SBATCH_ARGS: {e}; quote it as one shell word") from None
     pick = lambda *names: {n: env[n] for n in names if env.get(n)}  # noqa: E731 - settings given by the user
-    gpus = env.get("GPUS_PER_NODE")
-    if gpus is not None and not gpus.isdigit() or gpus == "0":
+    gpus = env.get("GPUS_PER_NODE") or None  # empty counts as unset, as in the scripts (${VAR:-default})
+    if gpus is not None and (not gpus.isdigit() or int(gpus) == 0):
         raise cli.UsageError(f"GPUS_PER_NODE={gpus}: use a positive number (training processes per node)")
     plan = planning.build_plan(
         only=options.only, ablation=options.ablation, ablation_steps=options.ablation_steps,
         data_dir=options.data_dir, runs_dir=options.runs_dir, extra_args=env.get("EXTRA_ARGS", ""),
         prep_env=pick("NUM_SHARDS", "PREP_ARGS"), eval_env=pick("TASKS", "EVAL_ARGS"),
         gpus=int(gpus) if gpus else None, gpu=options.gpu, mfu=options.mfu)
+    if not options.dry_run and shutil.which("sbatch", path=env.get("PATH")) is None:
+        raise cli.UsageError("sbatch not found: submit from a SLURM login node (or --dry_run to see the plan)")
     common = environment()
     print(show.render(plan, sbatch_args, common, options.dry_run), flush=True)
     if options.dry_run:
         return
-    if shutil.which("sbatch", path=env.get("PATH")) is None:
-        raise cli.UsageError("sbatch not found: submit from a SLURM login node (or --dry_run to see the plan)")
     print()
     ids = submit(plan, sbatch_args, {**env, **common})
     print(f"submitted {len(ids)} jobs; watch with: squeue --me; the table will be in {plan.runs_dir}/table2.md")
