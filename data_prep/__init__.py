@@ -14,9 +14,12 @@ from .errors import PrepError
 from .inspect import inspect, iter_document_tokens, iter_documents
 from .job import run_job
 from .merge import merge, read_dataset_info
+from .options import JobOptions, PrepSettings
 
 __all__ = [
     "PrepError",
+    "JobOptions",
+    "PrepSettings",
     "inspect",
     "iter_document_tokens",
     "iter_documents",
@@ -28,14 +31,15 @@ __all__ = [
 ]
 
 
-def prepare_text(inputs, out_dir, *, seq_len=512, tokenizer="gpt2", val_fraction=0.0005, seed=2357, workers=1,
-                 num_shards=1, shard_index=0, overwrite=False, progress=False, **options) -> dict:
-    """Run one prep job over local files (see sources.py for the formats). Options: text_field,
-    one_doc_per_file, part_mb, max_doc_chars. With num_shards=1 the output is merged (ready to
-    train on) when it returns. Returns the job summary."""
-    return run_job(inputs, out_dir, seq_len=seq_len, tokenizer=tokenizer, val_fraction=val_fraction, seed=seed,
-                   workers=workers, num_shards=num_shards, shard_index=shard_index, overwrite=overwrite,
-                   progress=progress, **options)
+def prepare_text(inputs, out_dir, *, progress=False, **options) -> dict:
+    """Run one prep job over local files (see sources.py for the formats); options are the fields
+    of JobOptions (data_prep/options.py). With num_shards=1 the output is merged (ready to train
+    on) when it returns. Returns the job summary."""
+    try:
+        job = JobOptions(out_dir=str(out_dir), progress=progress, **options)
+    except TypeError as e:  # an option that is not a field
+        raise PrepError(f"unknown option: {e}") from None
+    return run_job(inputs, job)
 
 
 def prepare_and_merge(inputs, out_dir, **kwargs) -> dict:

@@ -27,6 +27,7 @@ from pathlib import Path
 from backpack_dist.tokenizer import load_tokenizer
 
 from .job import run_job
+from .options import JobOptions
 
 SHARED = Path(os.environ.get("BACKPACK_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 DEFAULT_SOURCES = [
@@ -92,7 +93,8 @@ def raw_encode_parallel(docs: list[str], workers: int) -> tuple[int, float, floa
 def end_to_end(corpus: Path, out: Path, workers: int, part_mb: float, seq_len: int) -> tuple[int, float, float]:
     shutil.rmtree(out, ignore_errors=True)
     wall, cpu = _clocks()
-    summary = run_job([corpus], out, workers=workers, seq_len=seq_len, part_mb=part_mb, progress=False)
+    summary = run_job([corpus], JobOptions(out_dir=str(out), workers=workers, seq_len=seq_len, part_mb=part_mb,
+                                           progress=False))
     wall2, cpu2 = _clocks()
     return summary["tokens"], wall2 - wall, cpu2 - cpu
 
@@ -177,4 +179,4 @@ def main(mb: float = 64, workers="1,2", reps: int = 3, source=None, part_mb: flo
 if __name__ == "__main__":
     from backpack_dist import cli
 
-    cli.run(main, name="data_prep.bench", serialize=lambda _: None)
+    cli.run(main, name="data_prep.bench")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import as_int
+from .errors import PrepError
 from .job import check_tokenizer
 from .merge import read_dataset_info
 from .parts import SPLITS, count_committed, read_prep
@@ -58,7 +58,8 @@ def iter_documents(out_dir, split: str) -> Iterator[str]:
 def inspect(out_dir, samples: int = 2, chars: int = 300) -> str:
     """Counts per split and a few decoded samples; for an unmerged folder, how many parts are done."""
     out_dir = Path(out_dir)
-    samples, chars = as_int("samples", samples, 0), as_int("chars", chars, 0)
+    if samples < 0 or chars < 0:
+        raise PrepError(f"--samples and --chars must be >= 0, got {samples} and {chars}")
     dataset_json = out_dir / "dataset.json"
     if not dataset_json.is_file():
         settings = read_prep(out_dir)["settings"]

@@ -12,10 +12,11 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from backpack_dist.tokenizer import GPT2, load_tokenizer, tokenizer_fingerprint
+from backpack_dist.tokenizer import load_tokenizer, tokenizer_fingerprint
 
-from .errors import PrepError, as_bool, as_float, as_int
+from .errors import PrepError
 from .merge import merge
+from .options import JobOptions, PrepSettings
 from .parts import (
     FORMAT,
     REPAIR_KEYS,
@@ -30,56 +31,14 @@ from .parts import (
 )
 from .sources import check_has_documents, expand_inputs, piece_to_json, plan_parts
 
-DEFAULTS = dict(
-    seq_len=512,
-    tokenizer=GPT2,
-    val_fraction=0.0005,
-    seed=2357,
-    text_field="text",
-    one_doc_per_file=False,
-    part_mb=64,
-    max_doc_chars=1_000_000,
-    # zstd level 1: tokens compress 1.32x (level 3: 1.40x) at twice the speed, which keeps shard
-    # writing a small share of a job that tiktoken should dominate. "none" writes raw shards.
-    compression="zstd:1",
-)
 
-
-def check_compression(name) -> str:
+def check_compression(name: str) -> str:
     from streaming.base.compression import get_compressions
 
-    name = str(name)
     if name != "none" and name not in get_compressions():
         raise PrepError(f"--compression {name!r} is not one of streaming's codecs; use zstd, zstd:1 .. zstd:22, "
                         "gz, br, bz2, snappy or none")
     return name
-
-
-def tokenizer_spec(tokenizer) -> str:
-    spec = str(tokenizer)
-    return spec if spec == GPT2 else os.path.abspath(spec)
-
-
-def check_options(*, seq_len, tokenizer, val_fraction, seed, text_field, one_doc_per_file, part_mb, max_doc_chars,
-                  compression) -> dict:
-    """The options' types and ranges, checked before any file or the network is touched
-    (--compression is checked by check_compression: it imports streaming, which takes seconds)."""
-    val_fraction, part_mb = as_float("val_fraction", val_fraction), as_float("part_mb", part_mb)
-    if not 0.0 <= val_fraction < 1.0:
-        raise PrepError(f"--val_fraction must be in [0, 1), got {val_fraction}")
-    if part_mb <= 0:
-        raise PrepError(f"--part_mb must be positive, got {part_mb}")
-    return dict(
-        seq_len=as_int("seq_len", seq_len, 1),
-        tokenizer=tokenizer_spec(tokenizer),
-        val_fraction=val_fraction,
-        seed=as_int("seed", seed, 0, 2**63 - 1),  # the 8-byte key of the validation hash
-        text_field=str(text_field),
-        one_doc_per_file=as_bool("one_doc_per_file", one_doc_per_file),
-        part_mb=part_mb,
-        max_doc_chars=as_int("max_doc_chars", max_doc_chars, 1),
-        compression=str(compression),
-    )
 
 
 def check_tokenizer(spec: str):
@@ -92,17 +51,16 @@ def check_tokenizer(spec: str):
         raise PrepError(message + hint) from None
 
 
-def make_settings(files: list[str], **options) -> dict:
+def make_settings(files: list[str], opts: PrepSettings) -> dict:
     """The settings and the plan of a job (the same in every job of an array: they depend only on
     the inputs and options); refuses input that yields no document before anything is written."""
-    opts = check_options(**options)
-    spec = opts["tokenizer"]
+    spec = opts.tokenizer_spec
     enc = check_tokenizer(spec)
-    part_bytes = int(opts["part_mb"] * (1 << 20))
-    parts = plan_parts(files, one_doc_per_file=opts["one_doc_per_file"], text_field=opts["text_field"],
+    part_bytes = int(opts.part_mb * (1 << 20))
+    parts = plan_parts(files, one_doc_per_file=opts.one_doc_per_file, text_field=opts.text_field,
                        part_bytes=part_bytes)
-    check_has_documents(parts, opts["text_field"])
-    compression = check_compression(opts["compression"])  # last: input errors should not wait for its import
+    check_has_documents(parts, opts.text_field)
+    compression = check_compression(opts.compression)  # last: input errors should not wait for its import
     inputs = []
     for f in files:
         st = os.stat(f)
@@ -113,12 +71,12 @@ def make_settings(files: list[str], **options) -> dict:
         "tokenizer_fingerprint": tokenizer_fingerprint(spec),
         "vocab_size": enc.n_vocab,
         "eos_token_id": enc.eot_token,
-        "seq_len": opts["seq_len"],
-        "val_fraction": opts["val_fraction"],
-        "seed": opts["seed"],
-        "text_field": opts["text_field"],
-        "one_doc_per_file": opts["one_doc_per_file"],
-        "max_doc_chars": opts["max_doc_chars"],
+        "seq_len": opts.seq_len,
+        "val_fraction": opts.val_fraction,
+        "seed": opts.seed,
+        "text_field": opts.text_field,
+        "one_doc_per_file": opts.one_doc_per_file,
+        "max_doc_chars": opts.max_doc_chars,
         "compression": compression,
         "part_bytes": part_bytes,
         "inputs": inputs,
@@ -221,34 +179,23 @@ def _run_parts(out_dir: Path, settings: dict, todo: list[int], workers: int, pro
         bars.close()
 
 
-def check_job_options(out_dir, *, num_shards=1, shard_index=0, workers=1, overwrite=False, progress=True,
-                      **options) -> dict:
-    """Every option of a job but --compression checked without reading its input (the tokenizer
-    is loaded): the job's own options normalized, with out_dir as an absolute Path."""
-    num_shards = as_int("num_shards", num_shards, 1)
-    shard_index = as_int("shard_index", shard_index, 0)
-    if shard_index >= num_shards:
-        raise PrepError(f"--shard_index must be in [0, --num_shards), got {shard_index} of {num_shards}")
-    unknown = set(options) - set(DEFAULTS)
-    if unknown:
-        raise PrepError(f"unknown option(s): {', '.join(sorted(unknown))}")
-    out_dir = Path(str(out_dir)).absolute()
+def check_job(job: JobOptions) -> Path:
+    """What a job checks without reading its input: the output folder and the tokenizer (loaded);
+    the absolute output folder."""
+    out_dir = Path(job.out_dir).absolute()
     check_out_dir(out_dir)
-    check_tokenizer(check_options(**{**DEFAULTS, **options})["tokenizer"])
-    return dict(out_dir=out_dir, num_shards=num_shards, shard_index=shard_index, workers=as_int("workers", workers, 1),
-                overwrite=as_bool("overwrite", overwrite), progress=as_bool("progress", progress))
+    check_tokenizer(job.tokenizer_spec)
+    return out_dir
 
 
-def run_job(inputs, out_dir, *, num_shards: int = 1, shard_index: int = 0, workers: int = 1, overwrite: bool = False,
-            progress: bool = True, **options) -> dict:
+def run_job(inputs, job: JobOptions) -> dict:
     """Build the parts that belong to job shard_index of num_shards (part p belongs to job p % num_shards);
     a lone job (num_shards=1) then merges. Returns a summary: parts built/skipped, their counts, and
     `merged` (the dataset.json path, or None for a job of an array, which `merge` joins afterwards)."""
-    job = check_job_options(out_dir, num_shards=num_shards, shard_index=shard_index, workers=workers,
-                            overwrite=overwrite, progress=progress, **options)  # cheap: planning reads the input
-    out_dir, num_shards, shard_index = job["out_dir"], job["num_shards"], job["shard_index"]
-    settings = make_settings(expand_inputs(inputs), **{**DEFAULTS, **options})
-    claim_output(out_dir, settings, job["overwrite"])
+    out_dir = check_job(job)  # cheap: planning reads the input
+    num_shards, shard_index = job.num_shards, job.shard_index
+    settings = make_settings(expand_inputs(inputs), job)
+    claim_output(out_dir, settings, job.overwrite)
     keys, sid = part_keys(settings), settings_id(settings)
     mine = [p for p in range(len(settings["parts"])) if p % num_shards == shard_index]
     todo = [p for p in mine if committed_manifest(out_dir, p, keys[p], sid) is None]
@@ -257,7 +204,7 @@ def run_job(inputs, out_dir, *, num_shards: int = 1, shard_index: int = 0, worke
     if todo:
         import streaming  # noqa: F401  (slow to import: load it before the clock starts)
     started = time.time()
-    manifests = run_parts(out_dir, settings, todo, job["workers"], job["progress"])
+    manifests = run_parts(out_dir, settings, todo, job.workers, job.progress)
     seconds = time.time() - started
 
     def total(group, key):

@@ -13,7 +13,7 @@ from backpack_dist import cli
 from backpack_dist.eval.__main__ import EvalOptions
 from backpack_dist.export import ExportOptions
 from backpack_dist.train.config import TrainConfig
-from data_prep.__main__ import Commands
+from data_prep.__main__ import COMMANDS
 
 
 def problem(command_or_class, args):
@@ -60,10 +60,12 @@ def test_values_are_parsed_by_the_field_types_from_the_raw_text():
 
 
 def test_subcommands_and_positional_arguments():
-    table = cli._command_table(Commands)
+    table = COMMANDS
     assert problem(table["text"], ["--input", "a.txt", "b.txt", "--out_dir", "o"]).startswith(
         "unexpected argument 'b.txt'")
     assert problem(table["inspect"], ["--samples", "3"]) == "missing --out_dir: give it as --out_dir TEXT"
+    assert problem(table["text"], ["a.txt", "--out_dir", "o", "--shard_index", "2"]) == (
+        "--shard_index must be in [0, --num_shards), got 2 of 1")
     assert problem(table["inspect"], ["OUT", "--samples", "3"]) is None
     assert problem(ExportOptions, ["RUN", "--out", "DIR", "--stpe", "4"]) == "unknown flag --stpe; did you mean --step?"
     assert cli.parse_options(ExportOptions, ["RUN", "--out", "DIR", "--step", "4"]) == ExportOptions("RUN", "DIR", 4)

@@ -3,6 +3,7 @@ training loader, formats, bad input, and restart/settings rules."""
 
 import json
 import os
+import re
 import shutil
 
 import numpy as np
@@ -450,15 +451,27 @@ def test_bad_option_values_are_named_errors(shared_data, tmp_path):
     out = tmp_path / "out"
     some_file = tmp_path / "notes.txt"
     some_file.write_text("not a tokenizer\n")
+    from backpack_dist import cli
+    from data_prep.__main__ import TextOptions
+
+    # Values as typed on the command line are parsed by the options' types...
+    for args, message in [
+        (["--seq_len", "abc"], "--seq_len must be an integer, got 'abc'"),
+        (["--seq_len"], "--seq_len needs a value"),  # a bare `--seq_len`
+        (["--part_mb", "abc"], "--part_mb must be a number, got 'abc'"),
+        (["--workers", "two"], "--workers must be an integer, got 'two'"),
+        (["--one_doc_per_file", "b.txt"], "--one_doc_per_file is a switch"),
+        (["--seq_len", "0"], "--seq_len must be >= 1, got 0"),
+    ]:
+        with pytest.raises(cli.UsageError, match=re.escape(message)):
+            cli.parse_options(TextOptions, [str(src[0]), "--out_dir", str(out), *args])
+    # ...and checked once, for the command line and the Python API alike.
     cases = [
-        (dict(seq_len="abc"), r"--seq_len must be an integer >= 1, got 'abc'"),
-        (dict(seq_len=True), r"--seq_len must be an integer >= 1, got True"),  # a bare `--seq_len`
-        (dict(part_mb="abc"), r"--part_mb must be a number, got 'abc'"),
         (dict(val_fraction=1.5), r"--val_fraction must be in \[0, 1\)"),
-        (dict(workers="two"), r"--workers must be an integer >= 1"),
-        (dict(one_doc_per_file="b.txt"), r"--one_doc_per_file is a switch"),
+        (dict(workers=0), r"--workers must be >= 1, got 0"),
         (dict(tokenizer="/nope.tiktoken"), r"tokenizer '/nope.tiktoken' is neither 'gpt2' nor an existing"),
         (dict(tokenizer=str(some_file)), r"is not a valid .tiktoken BPE file: .*; pass --tokenizer gpt2 or the path"),
+        (dict(sequence_length=3), r"unknown option: .*sequence_length"),
     ]
     for options, message in cases:
         with pytest.raises(ValueError, match=message):
@@ -468,8 +481,12 @@ def test_bad_option_values_are_named_errors(shared_data, tmp_path):
         with pytest.raises(ValueError, match=message):
             data_prep.prepare_text(src, bad_out)
     assert not out.exists()
-    with pytest.raises(ValueError, match=r"--samples must be an integer >= 0, got 'abc'"):
-        data_prep.inspect(out, samples="abc")
+    from data_prep.__main__ import InspectOptions
+
+    with pytest.raises(cli.UsageError, match=r"--samples must be an integer, got 'abc'"):
+        cli.parse_options(InspectOptions, [str(out), "--samples", "abc"])
+    with pytest.raises(ValueError, match=r"--samples and --chars must be >= 0, got -1 and 300"):
+        data_prep.inspect(out, samples=-1)
 
 
 def test_manifests_from_before_part_keys_count_while_the_settings_are_unchanged(shared_data, tmp_path):
