@@ -106,10 +106,10 @@ def test_ablation_is_backpack_mini_with_each_k_at_50k_steps(study_env, capsys):
 
 
 def test_extra_args_reach_every_training_and_its_token_count(study_env):
-    jobs = plan(only=["transformer-micro"], extra_args="--max_steps 30 --global_batch 8 --seq_len 64 --wandb disabled",
-                eval_env={"TASKS": "owt"}, gpus=1).jobs
+    jobs = plan(only=["transformer-micro"], extra_args="--max_steps 30 --global_batch 8 --micro_batch 2 --seq_len 64 "
+                                                       "--wandb disabled", eval_env={"TASKS": "owt"}, gpus=1).jobs
     train, evaluation, table = (next(j for j in jobs if j.kind == k) for k in ("train", "eval", "table"))
-    assert train.env["EXTRA_ARGS"] == "--global_batch 8 --max_steps 30 --wandb disabled --seq_len 64"
+    assert train.env["EXTRA_ARGS"] == "--global_batch 8 --micro_batch 2 --max_steps 30 --wandb disabled --seq_len 64"
     assert train.tokens == 30 * 8 * 64 and train.gpus_per_node == 1 and train.env["GPUS_PER_NODE"] == "1"
     assert evaluation.env["TASKS"] == "owt" and evaluation.env["STEPS"] == "30"
     assert table.args == (str(study_env / "runs" / "transformer-micro" / "eval" / "step_00000030.json"),)
@@ -137,6 +137,8 @@ def test_a_measured_throughput_replaces_the_assumption(tmp_path):
     ([], {"EXTRA_ARGS": "--max_stepz 3"}, "EXTRA_ARGS: unknown flag --max_stepz; did you mean --max_steps?"),
     (["--ablation"], {"EXTRA_ARGS": "--d_model 32 --n_head 2"}, "backpack-mini-k64: d_model=32 is not divisible by "
                                                               "n_senses=64; change EXTRA_ARGS"),
+    (["--only", "backpack-small"], {"EXTRA_ARGS": "--global_batch 1000"}, "backpack-small on 2 node(s) x 8 GPUs: "
+                                                                          "global batch 1000 is not divisible"),
     (["--mfu", "3"], {}, "--mfu must be in [0.01, 1]"),
     (["--gpu", "X100"], {}, "--gpu X100: no bf16 peak known for it; choose one of"),
     ([], {"GPUS_PER_NODE": "eight"}, "GPUS_PER_NODE=eight: use a positive number"),

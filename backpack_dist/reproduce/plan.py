@@ -15,7 +15,7 @@ from .. import checkpoint
 from ..cli import UsageError, parse_options
 from ..eval.results import ABLATION_MODEL, PAPER_ABLATION
 from ..model.config import MODEL_NAMES, model_config
-from ..train.config import TrainConfig
+from ..train.config import TrainConfig, grad_accumulation_steps
 from . import cost
 from .slurm import gpus_per_node, merge_flags, sbatch_defaults, shell_default
 
@@ -140,13 +140,18 @@ def build_plan(*, only: list[str], ablation: bool, ablation_steps: int, data_dir
         family, size = config.model.split("-")
         script = f"train_{size}.sh"
         per_node = gpus or int(shell_default("lib/train_job.sh", "GPUS_PER_NODE"))
+        nodes = int(sbatch_defaults(script)["nodes"])
+        try:  # what training checks at start, said before the job waits in the queue
+            grad_accumulation_steps(config.global_batch, config.micro_batch, nodes * per_node)
+        except ValueError as e:
+            raise UsageError(f"{name} on {nodes} node(s) x {per_node} GPUs: {e}") from None
         model = model_config(config.model, **config.model_overrides)
         tokens = config.max_steps * config.global_batch * model.seq_len
         run_dir = runs / name
         jobs.append(Job(f"train-{name}", "train", script,
                         env={"FAMILY": family, "RUN_DIR": str(run_dir), "DATA_DIR": str(data),
                              "EXTRA_ARGS": train_flags(config), "GPUS_PER_NODE": str(per_node)},
-                        after=data_after, nodes=int(sbatch_defaults(script)["nodes"]), gpus_per_node=per_node,
+                        after=data_after, nodes=nodes, gpus_per_node=per_node,
                         time_limit=sbatch_defaults(script)["time"], tokens=tokens,
                         estimate=cost.estimate(config.model, model, tokens, gpu, mfu)))
         final = checkpoint.tag_for_step(config.max_steps)

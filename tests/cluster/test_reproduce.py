@@ -107,3 +107,22 @@ def test_one_command_runs_the_whole_study_in_order(cluster, shared_data, tmp_pat
     with Image.open(runs / "val_loss.png") as image:
         pixels = np.asarray(image.convert("RGB")).astype(int)
     assert image.format == "PNG" and pixels.std() > 10 and pixels.shape[1] > 1.5 * pixels.shape[0]  # 2 panels
+
+
+@pytest.mark.timeout(240)
+def test_a_failed_training_cancels_its_eval_and_the_table(cluster, shared_data, tmp_path):
+    data, runs = tmp_path / "owt", tmp_path / "runs"
+    data.mkdir()
+    (data / "dataset.json").write_text("{}")  # a broken data folder: "prepared", but without a train/ split
+    command = ["bash", str(REPO / "slurm" / "reproduce_paper.sh"), "--data_dir", str(data), "--runs_dir", str(runs),
+               "--only", "backpack-micro"]
+    result = cluster.run(command, env=study_env(shared_data), cwd=tmp_path, timeout=180)
+    ids = dict(re.findall(r"^submitted (\S+): job (\d+)$", result.stdout, re.M))
+    assert sorted(ids) == ["eval-backpack-micro", "table2", "train-backpack-micro"], result.stdout  # no prep
+    final = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY"}
+    train = cluster.wait_for(int(ids["train-backpack-micro"]), lambda j: j["JobState"] in final, 180, "the training")
+    assert train["JobState"] == "FAILED" and "has no train/ split" in Path(train["StdOut"]).read_text()
+    for name in ("eval-backpack-micro", "table2"):
+        info = cluster.wait_for(int(ids[name]), lambda j: j["JobState"] in final, 60, name)
+        assert info["JobState"] == "CANCELLED" and info["Reason"] == "DependencyNeverSatisfied", info
+    assert not (runs / "table2.md").exists()
