@@ -27,12 +27,14 @@ import shlex
 import sys
 import tempfile
 import time
+import typing
 from pathlib import Path
 
 import torch
 
 from . import cli
 from .model import MODEL_NAMES, build_model
+from .model.config import ModelOverrides
 from .model.flops import training_flops_per_token
 from .model.loss import LOSS_IMPLEMENTATIONS
 from .model.sense_sum import SENSE_SUM_IMPLEMENTATIONS, resolve_sense_sum
@@ -62,42 +64,10 @@ class Variant:
     def size(self) -> str:
         return self.model.split("-")[1]
 
-    def settings(self) -> tuple:
-        """What a Backpack row and its Transformer row must share to be compared."""
-        return (self.loss, self.compile, self.optimizer)
-
     def label(self) -> str:
         parts = [self.model] + ([f"sense_sum={self.sense_sum}"] if self.sense_sum else [])
         parts += [f"loss={self.loss}", f"compile={self.compile}", f"optimizer={self.optimizer}"]
         return " ".join(parts)
-
-
-def as_list(value, name: str, allowed=None) -> list:
-    """A flag given once, as 'a,b' or as a list (fire turns 'a,b' into either)."""
-    if isinstance(value, (list, tuple)):
-        items = list(value)
-    else:
-        items = [v.strip() for v in str(value).split(",") if v.strip()]
-    if not items:
-        raise BenchError(f"--{name} is empty")
-    if allowed is not None:
-        for item in items:
-            if item not in allowed:
-                raise BenchError(f"unknown --{name} {item!r}: choose from {', '.join(map(str, allowed))}")
-    return items
-
-
-def as_bools(value) -> list[bool]:
-    if isinstance(value, bool):
-        return [value]
-    truth = {"true": True, "1": True, "on": True, "yes": True, "false": False, "0": False, "off": False, "no": False}
-    out = []
-    for item in as_list(value, "compile"):
-        key = str(item).lower()
-        if key not in truth:
-            raise BenchError(f"--compile {item!r}: use true, false or false,true")
-        out.append(truth[key])
-    return out
 
 
 def expand_variants(models, sense_sums, losses, compiles, optimizers) -> list[Variant]:
@@ -345,43 +315,80 @@ def write_json_atomically(data: dict, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def bench(models: str = ",".join(MODEL_NAMES), micro_batch: int | None = None, seq_len: int = 512, steps: int = 10,
-          warmup: int = 3, sense_sum: str = "auto", loss: str = "auto", compile="false", optimizer: str = "torch",
-          precision: str = "bf16", tokens: str = "zipf", loss_chunk_tokens: int | None = None,
-          max_micro_batch: int = 256, d_model: int | None = None, n_layer: int | None = None,
-          n_head: int | None = None, n_senses: int | None = None, vocab_size: int | None = None,
-          dropout: float | None = None, device: str | None = None, seed: int = 0, profile: bool = False,
-          out: str | None = None):
-    """Benchmark training steps; comma-separated lists compare implementations in one run.
+def _choices(name: str, items, allowed) -> None:
+    if not items:
+        raise BenchError(f"--{name} is empty")
+    for item in items:
+        if item not in allowed:
+            raise BenchError(f"unknown --{name} {item!r}: choose from {', '.join(map(str, allowed))}")
 
-    models: subset of the six names. micro_batch: fixed, else the largest power of two <=
-    max_micro_batch that fits (GPU only). sense_sum: auto,sdpa,chunked,chunked_loop,flex,reference.
-    loss: auto,full,chunked. compile: false, true or false,true. optimizer: torch (fused AdamW),
-    deepspeed (FusedAdam). precision: bf16 (autocast, fp32 master weights) or fp32. tokens: zipf or
-    uniform ids. profile: also print torch.profiler's top operators of 3 steps per row. out: JSON path
-    (default runs/bench/bench-<UTC time>.json)."""
-    names = as_list(models, "models")
-    for name in names:
-        if name not in MODEL_NAMES:
-            raise BenchError(f"unknown model {name!r}: choose from {', '.join(MODEL_NAMES)}")
-    variants = expand_variants(names, as_list(sense_sum, "sense_sum", SENSE_SUM_IMPLEMENTATIONS),
-                               as_list(loss, "loss", LOSS_IMPLEMENTATIONS), as_bools(compile),
-                               as_list(optimizer, "optimizer", OPTIMIZERS))
-    if precision not in ("bf16", "fp32"):
-        raise BenchError(f"unknown --precision {precision!r}: use bf16 or fp32")
-    if tokens not in TOKEN_DISTRIBUTIONS:
-        raise BenchError(f"unknown --tokens {tokens!r}: use zipf or uniform")
-    for flag, value in (("steps", steps), ("seq_len", seq_len), ("max_micro_batch", max_micro_batch)):
-        if value < 1:
-            raise BenchError(f"--{flag} must be at least 1, got {value}")
-    if warmup < 0 or (micro_batch is not None and micro_batch < 1):
-        raise BenchError("--warmup must be >= 0 and --micro_batch >= 1")
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class BenchOptions(ModelOverrides):
+    """Benchmark training steps; comma-separated lists compare implementations in one run."""
+
+    models: tuple[str, ...] = MODEL_NAMES
+    """A subset of the six models."""
+    micro_batch: int | None = None
+    """Sequences per step; default: the largest power of two <= --max_micro_batch that fits (GPU only)."""
+    seq_len: int = 512
+    """Context length."""
+    steps: int = 10
+    """Timed steps per row."""
+    warmup: int = 3
+    """Untimed steps first."""
+    sense_sum: tuple[str, ...] = ("auto",)
+    """Sense-sum implementations to compare (model/sense_sum.py)."""
+    loss: tuple[str, ...] = ("auto",)
+    """Loss implementations to compare: auto, full, chunked."""
+    compile: tuple[bool, ...] = (False,)
+    """torch.compile off, on, or both (false,true)."""
+    optimizer: tuple[str, ...] = ("torch",)
+    """torch (fused AdamW) or deepspeed (FusedAdam)."""
+    precision: typing.Literal["bf16", "fp32"] = "bf16"
+    """bf16 (autocast, fp32 master weights) or fp32."""
+    tokens: typing.Literal["zipf", "uniform"] = "zipf"
+    """Token ids drawn from a Zipf or a uniform distribution."""
+    loss_chunk_tokens: int | None = None
+    """Tokens per chunk of the chunked loss."""
+    max_micro_batch: int = 256
+    """The largest micro batch the search tries."""
+    device: str | None = None
+    """cpu, cuda or cuda:N; default: the GPU when there is one."""
+    seed: int = 0
+    """Seeds the weights and the tokens."""
+    profile: bool = False
+    """Also print torch.profiler's top operators of 3 steps per row."""
+    out: str | None = None
+    """The JSON to write; default: runs/bench/bench-<UTC time>.json."""
+
+    def __post_init__(self):
+        _choices("models", self.models, MODEL_NAMES)
+        _choices("sense_sum", self.sense_sum, SENSE_SUM_IMPLEMENTATIONS)
+        _choices("loss", self.loss, LOSS_IMPLEMENTATIONS)
+        _choices("optimizer", self.optimizer, OPTIMIZERS)
+        if not self.compile:
+            raise BenchError("--compile is empty")
+        for name in ("steps", "seq_len", "max_micro_batch", "micro_batch"):
+            cli.check_range(self, name, low=1)
+        cli.check_range(self, "warmup", low=0)
+        try:
+            self.check_overrides()
+        except ValueError as e:
+            raise BenchError(str(e)) from None
+
+
+def bench(o: BenchOptions):
+    """Benchmark training steps; comma-separated lists compare implementations in one run."""
+    names = list(o.models)
+    variants = expand_variants(names, list(o.sense_sum), list(o.loss), list(o.compile), list(o.optimizer))
+    micro_batch, seq_len, steps, warmup, device = o.micro_batch, o.seq_len, o.steps, o.warmup, o.device
+    precision, tokens, loss_chunk_tokens = o.precision, o.tokens, o.loss_chunk_tokens
+    max_micro_batch, seed, profile, out = o.max_micro_batch, o.seed, o.profile, o.out
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if micro_batch is None and dev.type != "cuda":
         raise BenchError("without a GPU there is no memory limit to search: give --micro_batch")
-    overrides = dict(d_model=d_model, n_layer=n_layer, n_head=n_head, n_senses=n_senses, vocab_size=vocab_size,
-                     dropout=dropout, seq_len=seq_len)
-    overrides = {k: v for k, v in overrides.items() if v is not None}
+    overrides = o.model_overrides
     try:  # a bad override combination is bad input too: check before any work
         for name in names:
             with torch.device("meta"):
@@ -413,7 +420,7 @@ def bench(models: str = ",".join(MODEL_NAMES), micro_batch: int | None = None, s
 
 
 def main(argv=None) -> None:
-    cli.run(bench, argv, name="python -m backpack_dist.bench", errors=(BenchError,))
+    cli.run(bench, argv, name="python -m backpack_dist.bench")
 
 
 if __name__ == "__main__":

@@ -302,7 +302,9 @@ def usage(name: str, command) -> str:
     if about:
         lines += [about, ""]
     lines.append("flags:")
-    for f in _fields(cls):
+    # The command's own fields first, then those it inherits (e.g. the model overrides).
+    rank = {name: i for i, name in enumerate(n for k in cls.__mro__ for n in vars(k).get("__annotations__", {}))}
+    for f in sorted(_fields(cls), key=lambda f: rank.get(f.name, 0)):
         default, kind = _default(f), hints[f.name]
         if _unwrap_optional(kind)[0] is bool:
             head = f"  --{f.name} / --no{f.name}"

@@ -227,5 +227,5 @@ def test_bench_cli_bad_input_is_one_line_and_writes_nothing(tmp_path):
     result = subprocess.run([sys.executable, "-m", "backpack_dist.bench", "--models", "gpt-9", "--out", str(out)],
                             cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
-    assert "unknown model 'gpt-9'" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert "unknown --models 'gpt-9'" in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert not out.exists()

@@ -65,7 +65,40 @@ SIZES = {
     "small": dict(d_model=768, n_layer=12, n_head=12),
 }
 MODEL_NAMES = tuple(f"{family}-{size}" for family in ("backpack", "transformer") for size in SIZES)
-OVERRIDABLE = ("d_model", "n_layer", "n_head", "n_senses", "vocab_size", "seq_len", "dropout")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ModelOverrides:
+    """The model settings a command may override (tiny test models, other contexts): the one list
+    that training, its resume check, the bench and the tests read."""
+
+    d_model: int | None = None
+    """Model override: width."""
+    n_layer: int | None = None
+    """Model override: layers."""
+    n_head: int | None = None
+    """Model override: attention heads."""
+    n_senses: int | None = None
+    """Model override: senses per word (Backpack)."""
+    vocab_size: int | None = None
+    """Model override: vocabulary size (at least the data's)."""
+    seq_len: int | None = None
+    """Model override: context length."""
+    dropout: float | None = None
+    """Model override: dropout in [0, 1)."""
+
+    @property
+    def model_overrides(self) -> dict:
+        """The overrides that were given."""
+        return {k: getattr(self, k) for k in OVERRIDABLE if getattr(self, k) is not None}
+
+    def check_overrides(self) -> None:
+        """For __post_init__: the ranges that need no model (sizes are checked by ModelConfig)."""
+        if self.dropout is not None and not 0 <= self.dropout < 1:
+            raise ValueError(f"--dropout must be in [0, 1), got {self.dropout}")
+
+
+OVERRIDABLE = tuple(f.name for f in dataclasses.fields(ModelOverrides))
 
 
 def model_config(name: str, **overrides) -> ModelConfig:

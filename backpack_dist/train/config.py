@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ..cli import UsageError, check_range
 from ..model import MODEL_NAMES, model_config
+from ..model.config import ModelOverrides
 
 # Exit status of a run that saved a checkpoint because it was asked to stop (SIGUSR1/SIGTERM):
 # EX_TEMPFAIL, "try again later". The SLURM launchers requeue the job on it; clusters can also
@@ -22,8 +23,8 @@ DEFAULT_DS_CONFIG = str(Path(__file__).resolve().parents[2] / "ds_configs" / "ze
 ConfigError = UsageError  # a configuration that cannot work, found before any process does real work
 
 
-@dataclasses.dataclass(frozen=True)
-class TrainConfig:
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TrainConfig(ModelOverrides):
     """Every flag of `python -m backpack_dist.train`; the defaults are the paper's recipe."""
 
     model: str = "backpack-small"
@@ -88,20 +89,6 @@ class TrainConfig:
     """torch.compile the model."""
     init_from: str | None = None
     """Start from trained weights (an export, run, checkpoint or transformers folder; its sizes)."""
-    d_model: int | None = None
-    """Model override for tiny runs: width."""
-    n_layer: int | None = None
-    """Model override: layers."""
-    n_head: int | None = None
-    """Model override: attention heads."""
-    n_senses: int | None = None
-    """Model override: senses per word (Backpack)."""
-    vocab_size: int | None = None
-    """Model override: vocabulary size (at least the data's)."""
-    seq_len: int | None = None
-    """Model override: context length."""
-    dropout: float | None = None
-    """Model override: dropout in [0, 1)."""
 
     def __post_init__(self):
         """The checks that need nothing but the values; validate() does those that read files."""
@@ -120,17 +107,14 @@ class TrainConfig:
         if self.warmup_steps is not None and not 2 <= self.warmup_steps <= self.max_steps:
             raise UsageError(f"--warmup_steps must be from 2 (DeepSpeed's WarmupDecayLR warms up over 2 steps or "
                              f"more) to --max_steps {self.max_steps}, got {self.warmup_steps}")
-        if self.dropout is not None and not 0 <= self.dropout < 1:
-            raise UsageError(f"--dropout must be in [0, 1), got {self.dropout}")
+        try:
+            self.check_overrides()
+        except ValueError as e:
+            raise UsageError(str(e)) from None
         if self.sense_sum not in SENSE_SUM_IMPLEMENTATIONS:
             raise UsageError(f"--sense_sum {self.sense_sum!r}: use one of {', '.join(SENSE_SUM_IMPLEMENTATIONS)}")
         if self.loss_impl not in LOSS_IMPLEMENTATIONS:
             raise UsageError(f"--loss_impl {self.loss_impl!r}: use one of {', '.join(LOSS_IMPLEMENTATIONS)}")
-
-    @property
-    def model_overrides(self) -> dict:
-        keys = ("d_model", "n_layer", "n_head", "n_senses", "vocab_size", "seq_len", "dropout")
-        return {k: getattr(self, k) for k in keys if getattr(self, k) is not None}
 
     @property
     def resolved_warmup_steps(self) -> int:
