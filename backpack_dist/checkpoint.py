@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .train.failpoints import pause_point
+
 COMPLETE = "COMPLETE"
 LATEST = "latest"
 BUNDLED_TOKENIZER = "tokenizer.tiktoken"  # a custom (non-GPT-2) tokenizer file, copied into each checkpoint
@@ -115,12 +117,15 @@ def save(engine, run_dir, step: int, client_state: dict, keep: int, tokenizer_fi
     torch.save(rng_state(), folder / f"rng_rank{rank}.pt")
     if rank == 0 and tokenizer_file is not None:
         (folder / BUNDLED_TOKENIZER).write_bytes(tokenizer_file)
+    pause_point("save", step)
     torch.distributed.barrier()  # every rank has written everything
     if int(os.environ.get("LOCAL_RANK", rank)) == 0:  # one process per node flushes what its node wrote
         _sync_to_disk(folder)
     torch.distributed.barrier()
     if rank == 0:
+        pause_point("before_complete", step)
         _write_atomically(folder / COMPLETE, json.dumps({"step": step, "world_size": world}) + "\n")
+        pause_point("after_complete", step)
         _write_atomically(ckpt_dir / LATEST, tag + "\n")
         for old in complete_steps(ckpt_dir)[:-keep]:
             shutil.rmtree(ckpt_dir / tag_for_step(old), ignore_errors=True)

@@ -8,6 +8,9 @@ processes at exactly the sample where it stopped.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
 import signal
 
 import numpy as np
@@ -19,11 +22,38 @@ IGNORE_INDEX = -100
 STOP_SIGNALS = (signal.SIGUSR1, signal.SIGTERM)
 
 
+@contextlib.contextmanager
+def one_job_registers_at_a_time():
+    """Collective: every rank creates its datasets inside. mosaicml-streaming registers a dataset in
+    shared memory under the first free prefix, and two jobs starting on one node at the same
+    moment can take the same one (FileExistsError: '/000193_locals'). The node's first rank holds
+    a lock in /dev/shm until every rank is done, so one job at a time registers there."""
+    lock = None
+    if int(os.environ.get("LOCAL_RANK", "0")) == 0:
+        folder = "/dev/shm" if os.path.isdir("/dev/shm") else "/tmp"
+        lock = os.open(os.path.join(folder, "backpack-dist-streaming.lock"), os.O_CREAT | os.O_RDWR, 0o666)
+        fcntl.flock(lock, fcntl.LOCK_EX)
+    try:
+        torch.distributed.barrier()  # no rank registers before its node holds the lock
+        yield
+        torch.distributed.barrier()
+    finally:
+        if lock is not None:
+            os.close(lock)  # releases the flock
+
+
 def _outlive_stop_signals(_worker_id: int) -> None:
     """Slurm signals every process of a job: a data-loader worker that died of it would crash the
     trainer before it can save. Workers stop when the trainer closes the loader."""
     for sig in STOP_SIGNALS:
         signal.signal(sig, signal.SIG_IGN)
+
+
+def _collate_identified(samples: list[dict], seq_len: int):
+    """collate_tokens plus the samples' global ids (BACKPACK_DEBUG_SAMPLE_IDS)."""
+    from .sample_ids import KEY
+
+    return (*collate_tokens(samples, seq_len), torch.tensor([s[KEY] for s in samples]))
 
 
 def collate_tokens(samples: list[dict], seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -48,7 +78,12 @@ class TokenStream:
                  num_canonical_nodes: int, num_workers: int, world_size: int):
         from streaming import StreamingDataset
 
-        self.dataset = StreamingDataset(
+        from . import sample_ids
+
+        self.with_ids = sample_ids.enabled()  # a debugging aid: the ids of the samples each step took
+        self.consumed_ids: list[int] = []
+        dataset_class = sample_ids.IdentifiedStreamingDataset if self.with_ids else StreamingDataset
+        self.dataset = dataset_class(
             local=local, remote=remote, shuffle=shuffle, shuffle_seed=seed, batch_size=micro_batch,
             num_canonical_nodes=num_canonical_nodes, replication=None)
         self.micro_batch, self.seq_len, self.num_workers = micro_batch, seq_len, num_workers
@@ -59,7 +94,8 @@ class TokenStream:
     def _loader(self):
         return torch.utils.data.DataLoader(
             self.dataset, batch_size=self.micro_batch, num_workers=self.num_workers, drop_last=True,
-            collate_fn=lambda s: collate_tokens(s, self.seq_len), persistent_workers=False,
+            collate_fn=lambda s: (_collate_identified if self.with_ids else collate_tokens)(s, self.seq_len),
+            persistent_workers=False,
             worker_init_fn=_outlive_stop_signals,
             generator=torch.Generator())  # its own seed draw must not advance the global (dropout) RNG
 
@@ -84,7 +120,15 @@ class TokenStream:
                 self.epoch, self.sample_in_epoch = self.epoch + 1, 0
                 continue
             self.sample_in_epoch += self.micro_batch * self.world_size
+            if self.with_ids:
+                self.consumed_ids += batch[2].tolist()
+                return batch[0], batch[1]
             return batch
+
+    def take_sample_ids(self) -> list[int]:
+        """The ids of the samples this rank took since the last call (BACKPACK_DEBUG_SAMPLE_IDS)."""
+        ids, self.consumed_ids = self.consumed_ids, []
+        return ids
 
     def state_dict(self) -> dict:
         state = self.dataset.state_dict(num_samples=self.sample_in_epoch, from_beginning=True)

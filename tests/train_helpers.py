@@ -42,6 +42,12 @@ def tiny_run_args(model: str, data_dir, run_dir, *, zero: int = 2, steps: int = 
     return with_flags(flags, extra)
 
 
+def without_flag(args: list[str], flag: str) -> list[str]:
+    """argv without one flag and its value (the run then takes the flag's default)."""
+    i = args.index(flag)
+    return args[:i] + args[i + 2:]
+
+
 def with_flags(defaults: dict, extra=()) -> list[str]:
     """defaults ({"--flag": "value"}) with the flag/value pairs of `extra` replacing them, as argv."""
     flags = {**defaults, **dict(zip(extra[::2], extra[1::2], strict=True))}
@@ -55,14 +61,19 @@ def env() -> dict:
     return e
 
 
-def run_training(nprocs: int, args: list[str], timeout: float = 300, launcher: str = "deepspeed"):
-    return subprocess.run(train_command(nprocs, args, launcher), cwd=REPO, env=env(), capture_output=True, text=True,
+def run_training(nprocs: int, args: list[str], timeout: float = 300, launcher: str = "deepspeed", extra_env=None):
+    """A None in `extra_env` unsets that variable."""
+    job_env = {k: v for k, v in {**env(), **(extra_env or {})}.items() if v is not None}
+    return subprocess.run(train_command(nprocs, args, launcher), cwd=REPO, env=job_env, capture_output=True, text=True,
                           timeout=timeout)
 
 
-def start_training(nprocs: int, args: list[str], log_path) -> subprocess.Popen:
+def start_training(nprocs: int, args: list[str], log_path, extra_env=None) -> subprocess.Popen:
+    """The job in a session of its own: os.killpg(proc.pid, ...) reaches every process of it. A None
+    in `extra_env` unsets that variable."""
     log = open(log_path, "w")
-    return subprocess.Popen(train_command(nprocs, args), cwd=REPO, env=env(), stdout=log, stderr=subprocess.STDOUT,
+    job_env = {k: v for k, v in {**env(), **(extra_env or {})}.items() if v is not None}
+    return subprocess.Popen(train_command(nprocs, args), cwd=REPO, env=job_env, stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)
 
 

@@ -17,11 +17,12 @@ import numpy as np
 import torch
 
 from .. import checkpoint
-from ..data import STOP_SIGNALS, TokenStream
+from ..data import STOP_SIGNALS, TokenStream, one_job_registers_at_a_time
 from ..model import model_config, model_from_config
+from ..model.config import OVERRIDABLE
 from ..model.flops import training_flops_per_token
 from ..tokenizer import GPT2
-from . import failpoints
+from . import exactness, failpoints
 from .config import (
     PREEMPTED_EXIT_CODE,
     ConfigError,
@@ -39,8 +40,7 @@ from .run_lock import hold_run_dir
 from .validation import Validation
 
 # Settings that must not change when a run directory is resumed.
-RESUME_INVARIANTS = ("model", "global_batch", "seed", "d_model", "n_layer", "n_head", "n_senses", "vocab_size",
-                     "seq_len", "dropout", "init_from")
+RESUME_INVARIANTS = ("model", "global_batch", "seed", *OVERRIDABLE)
 
 
 class StopRequest:
@@ -122,10 +122,11 @@ def check_run_dir(cfg: TrainConfig, data_info: dict) -> None:
                           "--precision, or use a new --run_dir")
 
 
-def write_run_config(cfg: TrainConfig, data_info: dict) -> None:
+def write_run_config(cfg: TrainConfig, data_info: dict, cpu_threads: int | None = None) -> None:
     path = Path(cfg.run_dir) / "config.json"
     tmp = path.with_name(".config.json.tmp")
-    record = {**cfg.to_dict(), "data": data_identity(data_info), "checkpoint_layout": checkpoint_layout(cfg)}
+    record = {**cfg.to_dict(), "data": data_identity(data_info), "checkpoint_layout": checkpoint_layout(cfg),
+              exactness.CONFIG_KEY: cpu_threads}
     tmp.write_text(json.dumps(record, indent=2) + "\n")
     tmp.replace(path)
 
@@ -219,10 +220,12 @@ def train(cfg: TrainConfig) -> int:
     rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
     device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
     run_dir = Path(cfg.run_dir)
+    # Before rank 0 rewrites config.json: a resume reads the thread count recorded there.
+    cpu_threads = exactness.settle_cpu_threads(run_dir, device.type == "cuda", report if rank == 0 else lambda m: None)
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         lock = hold_run_dir(run_dir)  # noqa: F841 - held until this process ends
-        write_run_config(cfg, data_info)
+        write_run_config(cfg, data_info, cpu_threads)
         if seq_len < model_cfg.seq_len:
             report(f"warning: the data's samples hold {seq_len} tokens but the model's context is {model_cfg.seq_len}; "
                    f"positions past {seq_len} are never trained (prepare the data with --seq_len {model_cfg.seq_len})")
@@ -245,18 +248,19 @@ def train(cfg: TrainConfig) -> int:
     seed_everything(cfg.seed + 1 + rank)  # distinct dropout masks per rank
 
     accum = grad_accumulation_steps(cfg.global_batch, cfg.micro_batch, world)
-    stream = TokenStream(
-        os.path.join(cfg.data_dir, "train"), remote=remote_split(cfg, "train"),
-        micro_batch=cfg.micro_batch, seq_len=seq_len, shuffle=True, seed=cfg.seed,
-        num_canonical_nodes=cfg.num_canonical_nodes, num_workers=cfg.num_workers, world_size=world)
-    # Its workers ignore stop signals, so they must be stopped before multiprocessing's own exit
-    # hook waits for them (atexit runs the hooks registered last first).
-    atexit.register(stream.close)
-    val = None
-    if data_info["splits"].get("val", {}).get("samples", 0) > 0:
-        val = Validation(os.path.join(cfg.data_dir, "val"), remote=remote_split(cfg, "val"),
-                         samples=cfg.eval_batches * cfg.micro_batch, micro_batch=cfg.micro_batch, seq_len=seq_len,
-                         rank=rank, world=world)
+    with one_job_registers_at_a_time():
+        stream = TokenStream(
+            os.path.join(cfg.data_dir, "train"), remote=remote_split(cfg, "train"),
+            micro_batch=cfg.micro_batch, seq_len=seq_len, shuffle=True, seed=cfg.seed,
+            num_canonical_nodes=cfg.num_canonical_nodes, num_workers=cfg.num_workers, world_size=world)
+        # Its workers ignore stop signals, so they must be stopped before multiprocessing's own exit
+        # hook waits for them (atexit runs the hooks registered last first).
+        atexit.register(stream.close)
+        val = None
+        if data_info["splits"].get("val", {}).get("samples", 0) > 0:
+            val = Validation(os.path.join(cfg.data_dir, "val"), remote=remote_split(cfg, "val"),
+                             samples=cfg.eval_batches * cfg.micro_batch, micro_batch=cfg.micro_batch,
+                             seq_len=seq_len, rank=rank, world=world)
 
     step, tokens_seen = 0, 0
     if resume_step is not None:
@@ -296,6 +300,10 @@ def train(cfg: TrainConfig) -> int:
         loss_sum, step_flops = train_step(engine, stream, accum, device, model_cfg, world)
         window_flops += step_flops
         step += 1
+        if stream.with_ids:
+            from .. import sample_ids
+
+            sample_ids.log_step(run_dir, step, stream.take_sample_ids())
         step_tokens = cfg.global_batch * seq_len
         tokens_seen += step_tokens
         window_tokens += step_tokens
