@@ -6,6 +6,7 @@ submitted to a real SLURM cluster: tests/cluster/test_reproduce.py."""
 from __future__ import annotations
 
 import re
+import shlex
 
 import pytest
 from common import REPO
@@ -41,6 +42,12 @@ def dry_run(capsys, *args) -> tuple[str, list[list[str]]]:
             break
         rows.append(re.split(r"\s{2,}", line.strip()))
     return out, rows
+
+
+def flags(extra_args: str) -> dict[str, str]:
+    """EXTRA_ARGS as {flag: value} (their order follows TrainConfig's fields)."""
+    words = shlex.split(extra_args)
+    return dict(zip(words[::2], words[1::2], strict=True))
 
 
 def plan(**overrides):
@@ -97,11 +104,13 @@ def test_ablation_is_backpack_mini_with_each_k_at_50k_steps(study_env, capsys):
     trainings = [row for row in rows if row[1].startswith("train-")]
     assert [row[1] for row in trainings][6:] == [f"train-backpack-mini-k{k}" for k in (1, 4, 16, 64)]
     assert all(row[2] == "slurm/train_mini.sh" and row[5] == "26.2B" for row in trainings[6:])
-    assert "EXTRA_ARGS='--max_steps 50000 --n_senses 64'" in out
+    k64 = re.search(r"RUN_DIR=runs/backpack-mini-k64 \S+ EXTRA_ARGS='([^']*)'", out)
+    assert k64 and flags(k64[1]) == {"--max_steps": "50000", "--n_senses": "64"}, out
     assert "runs/backpack-mini-k64/eval/step_00050000.json" in out
     jobs = plan(only=["backpack-mini-k1"], extra_args="--d_model 64 --n_layer 2 --n_head 2", ablation_steps=7).jobs
     train = next(j for j in jobs if j.kind == "train")
-    assert train.env["EXTRA_ARGS"] == "--max_steps 7 --d_model 64 --n_layer 2 --n_head 2 --n_senses 1"
+    assert flags(train.env["EXTRA_ARGS"]) == {"--max_steps": "7", "--d_model": "64", "--n_layer": "2", "--n_head": "2",
+                                              "--n_senses": "1"}
     assert train.tokens == 7 * 1024 * 512 and next(j for j in jobs if j.kind == "eval").env["STEPS"] == "7"
 
 
@@ -109,7 +118,8 @@ def test_extra_args_reach_every_training_and_its_token_count(study_env):
     jobs = plan(only=["transformer-micro"], extra_args="--max_steps 30 --global_batch 8 --micro_batch 2 --seq_len 64 "
                                                        "--wandb disabled", eval_env={"TASKS": "owt"}, gpus=1).jobs
     train, evaluation, table = (next(j for j in jobs if j.kind == k) for k in ("train", "eval", "table"))
-    assert train.env["EXTRA_ARGS"] == "--global_batch 8 --micro_batch 2 --max_steps 30 --wandb disabled --seq_len 64"
+    assert flags(train.env["EXTRA_ARGS"]) == {"--global_batch": "8", "--micro_batch": "2", "--max_steps": "30",
+                                              "--wandb": "disabled", "--seq_len": "64"}
     assert train.tokens == 30 * 8 * 64 and train.gpus_per_node == 1 and train.env["GPUS_PER_NODE"] == "1"
     assert evaluation.env["TASKS"] == "owt" and evaluation.env["STEPS"] == "30"
     assert table.args == (str(study_env / "runs" / "transformer-micro" / "eval" / "step_00000030.json"),)
@@ -161,3 +171,11 @@ def test_submitting_without_sbatch_says_so_before_printing(study_env, capsys, mo
     captured = capsys.readouterr()
     assert exit_info.value.code == 2 and captured.out == ""
     assert captured.err == "error: sbatch not found: submit from a SLURM login node (or --dry_run to see the plan)\n"
+
+
+@pytest.mark.parametrize("limit, hours", [("24:00:00", 24), ("02:30:00", 2.5), ("90", 1.5), ("30:00", 0.5),
+                                          ("1-12", 36), ("2-00:30", 48.5), ("1-00:00:36", 24.01)])
+def test_time_limits_read_as_sbatch_does(limit, hours):
+    from backpack_dist.reproduce.show import _hours
+
+    assert _hours(limit) == pytest.approx(hours)

@@ -19,14 +19,14 @@ def _path(path) -> str:
 
 
 def _hours(limit: str) -> float:
-    """sbatch's --time (D-HH:MM:SS, HH:MM:SS or MM) in hours."""
+    """sbatch's --time in hours: MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS."""
     days, _, rest = limit.rpartition("-")
     parts = [float(p) for p in rest.split(":")]
-    if len(parts) == 1:
-        parts = [0, parts[0], 0]
-    while len(parts) < 3:
-        parts.append(0)
-    return (float(days) if days else 0) * 24 + parts[0] + parts[1] / 60 + parts[2] / 3600
+    if days:
+        hours, minutes, seconds = (parts + [0, 0])[:3]
+    else:
+        hours, minutes, seconds = ([0] * (3 - len(parts)) + parts) if len(parts) == 3 else (0, *(parts + [0])[:2])
+    return float(days or 0) * 24 + hours + minutes / 60 + seconds / 3600
 
 
 def _tokens(n: int | None) -> str:
