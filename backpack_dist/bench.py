@@ -21,18 +21,15 @@ import dataclasses
 import datetime
 import gc
 import itertools
-import json
-import os
 import shlex
 import sys
-import tempfile
 import time
 import typing
 from pathlib import Path
 
 import torch
 
-from . import cli
+from . import atomic, cli
 from .model import MODEL_NAMES, build_model
 from .model.config import ModelOverrides
 from .model.flops import training_flops_per_token
@@ -306,15 +303,6 @@ def print_report(report: dict) -> None:
                   f"transformer {r['transformer']})")
 
 
-def write_json_atomically(data: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
-
-
 def _choices(name: str, items, allowed) -> None:
     if not items:
         raise BenchError(f"--{name} is empty")
@@ -413,7 +401,7 @@ def bench(o: BenchOptions):
         "results": rows, "ratios": throughput_ratios(rows),
     }
     print_report(report)
-    write_json_atomically(report, out_path)
+    atomic.write_json(out_path, report, indent=2)
     print(f"\nwrote {out_path}")
     if not any(r["error"] is None for r in rows):
         sys.exit(1)

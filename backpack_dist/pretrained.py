@@ -15,6 +15,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from .atomic import current_umask
 from .cli import nearest_existing
 from .model import ModelConfig, model_from_config
 from .tokenizer import GPT2, load_tokenizer, tokenizer_fingerprint
@@ -69,13 +70,6 @@ def save_pretrained(state_dict: dict, config: ModelConfig, out_dir, *, model_nam
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out_dir
-
-
-def current_umask() -> int:
-    """The process's umask (os.umask can only be read by setting it), for files made private by mkstemp/mkdtemp."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def read_export_info(path) -> dict:

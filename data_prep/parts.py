@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from backpack_dist import atomic
 from backpack_dist.cli import nearest_existing
 
 from .errors import PrepError
@@ -39,12 +40,7 @@ def part_name(index: int) -> str:
 
 
 def write_json_atomic(path: Path, obj) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    atomic.write_json(path, obj, indent=1, sort_keys=True)
 
 
 def settings_id(settings: dict) -> str:

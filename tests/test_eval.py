@@ -582,10 +582,10 @@ def test_bad_input_is_a_clear_error(eval_models, shared_data, tmp_path, capsys, 
 
 
 def test_results_with_nan_are_never_written(tmp_path):
-    from backpack_dist.eval.runner import write_json_atomic
+    from backpack_dist.atomic import write_json
 
     with pytest.raises(ValueError, match="not JSON compliant"):
-        write_json_atomic({"rho": float("nan")}, tmp_path / "r.json")
+        write_json(tmp_path / "r.json", {"rho": float("nan")})
     assert list(tmp_path.iterdir()) == []
 
 

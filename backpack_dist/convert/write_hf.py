@@ -12,9 +12,9 @@ from pathlib import Path
 
 import torch
 
+from ..atomic import current_umask
 from ..cli import nearest_existing
 from ..model import ModelConfig
-from ..pretrained import current_umask
 from ..tokenizer import load_tokenizer
 from .hf_config import from_model_config
 from .hf_tokenizer import TOKENIZER_FILES, write_tokenizer

@@ -4,7 +4,6 @@ task's data (failing early on bad input), score, and write one results JSON atom
 from __future__ import annotations
 
 import datetime
-import json
 import os
 import tempfile
 import time
@@ -14,8 +13,9 @@ import torch
 import torch.distributed as dist
 from fire.decorators import SetParseFn
 
+from .. import atomic
 from ..cli import nearest_existing
-from ..pretrained import current_umask, load_pretrained
+from ..pretrained import load_pretrained
 from .blimp import evaluate_blimp, load_blimp
 from .lambada import evaluate_lambada, load_lambada
 from .options import int_option, resolve_device
@@ -63,22 +63,6 @@ def check_out(out) -> None:
                          "pass a path in a writable folder") from None
     os.close(fd)
     os.unlink(probe)
-
-
-def write_json_atomic(data: dict, out) -> Path:
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
-    try:
-        os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp makes it private; results are for everyone
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, allow_nan=False)  # NaN is not JSON: fail rather than write it
-            f.write("\n")
-        os.replace(tmp, out)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-    return out
 
 
 def _setup_distributed(device):
@@ -178,6 +162,6 @@ def _evaluate(checkpoint, task_names, out, limit, batch_size, device, dtype, owt
         "seconds": seconds,
     }
     if out and (not dist.is_initialized() or dist.get_rank() == 0):
-        write_json_atomic(report, out)
+        atomic.write_json(out, report, indent=2)
         report = {**report, "written_to": str(Path(out).absolute())}  # for the summary; not in the file
     return report

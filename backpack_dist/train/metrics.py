@@ -10,6 +10,8 @@ from pathlib import Path
 
 import torch
 
+from .. import atomic
+
 # Dense bf16 tensor-core peaks (no sparsity), FLOP/s, from the vendors' data sheets. The most
 # specific name comes first.
 PEAK_BF16_FLOPS = [
@@ -59,9 +61,7 @@ class MetricsLog:
         if not self.path.exists():
             return
         kept = [line for line in self.path.read_text().splitlines(keepends=True) if _step_of(line) <= step]
-        tmp = self.path.with_name(".metrics.jsonl.tmp")
-        tmp.write_text("".join(kept))
-        tmp.replace(self.path)
+        atomic.write_text(self.path, "".join(kept))
 
     def log(self, record: dict) -> None:
         record = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}
