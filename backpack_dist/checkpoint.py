@@ -21,11 +21,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .tokenizer import TOKENIZER_FILE
 from .train.failpoints import pause_point
 
 COMPLETE = "COMPLETE"
 LATEST = "latest"
-BUNDLED_TOKENIZER = "tokenizer.tiktoken"  # a custom (non-GPT-2) tokenizer file, copied into each checkpoint
 TAG_RE = re.compile(r"^step_(\d{8})$")
 
 
@@ -116,7 +116,7 @@ def save(engine, run_dir, step: int, client_state: dict, keep: int, tokenizer_fi
     engine.save_checkpoint(str(ckpt_dir), tag=tag, client_state=client_state, save_latest=False)
     torch.save(rng_state(), folder / f"rng_rank{rank}.pt")
     if rank == 0 and tokenizer_file is not None:
-        (folder / BUNDLED_TOKENIZER).write_bytes(tokenizer_file)
+        (folder / TOKENIZER_FILE).write_bytes(tokenizer_file)
     pause_point("save", step)
     torch.distributed.barrier()  # every rank has written everything
     if int(os.environ.get("LOCAL_RANK", rank)) == 0:  # one process per node flushes what its node wrote
@@ -238,5 +238,5 @@ def export_in_memory(path, step: int | None = None):
         state_dict = consolidated_state_dict(ckpt_dir, tag)
     info = {"model_name": run_state["model_name"], "step": run_state["step"],
             "checkpoint": str((ckpt_dir / tag).absolute()), "tokens_seen": run_state.get("tokens_seen")}
-    bundled = ckpt_dir / tag / BUNDLED_TOKENIZER
+    bundled = ckpt_dir / tag / TOKENIZER_FILE
     return state_dict, config, info, str(bundled) if bundled.is_file() else run_state["tokenizer"]

@@ -16,7 +16,8 @@ import signal
 import numpy as np
 import torch
 
-IGNORE_INDEX = -100
+from .model.loss import IGNORE_INDEX
+
 # The signals that ask a run to save and stop (Slurm sends SIGTERM on preemption and scancel,
 # SIGUSR1 with --signal); the trainer handles them at a step boundary.
 STOP_SIGNALS = (signal.SIGUSR1, signal.SIGTERM)

@@ -18,12 +18,11 @@ from safetensors.torch import load_file, save_file
 from .atomic import current_umask
 from .cli import nearest_existing
 from .model import ModelConfig, model_from_config
-from .tokenizer import GPT2, load_tokenizer, tokenizer_fingerprint
+from .tokenizer import GPT2, TOKENIZER_FILE, load_tokenizer, tokenizer_fingerprint
 
 FORMAT = "backpack-dist/1"
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
-TOKENIZER_FILE = "tokenizer.tiktoken"
 
 
 def check_export_target(out_dir) -> Path:

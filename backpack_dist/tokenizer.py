@@ -16,6 +16,8 @@ from tiktoken.load import load_tiktoken_bpe
 from tiktoken_ext.openai_public import r50k_pat_str  # GPT-2's pre-tokenizer regex
 
 GPT2 = "gpt2"
+# A custom tokenizer travels with checkpoints, exports and transformers folders under this name.
+TOKENIZER_FILE = "tokenizer.tiktoken"
 
 
 @functools.lru_cache(maxsize=8)

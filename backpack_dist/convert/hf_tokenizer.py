@@ -12,17 +12,16 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from ..tokenizer import GPT2, load_tokenizer
+from ..tokenizer import GPT2, TOKENIZER_FILE, load_tokenizer
 
-TIKTOKEN_FILE = "tokenizer.tiktoken"
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", TIKTOKEN_FILE)
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", TOKENIZER_FILE)
 EOS = "<|endoftext|>"
 
 
 def folder_tokenizer(folder: Path) -> str:
     """'gpt2' or the folder's tokenizer.tiktoken; ValueError when its own vocabulary is another."""
-    if (folder / TIKTOKEN_FILE).is_file():
-        return str(folder / TIKTOKEN_FILE)
+    if (folder / TOKENIZER_FILE).is_file():
+        return str(folder / TOKENIZER_FILE)
     vocab = folder / "vocab.json"
     if vocab.is_file():
         try:
@@ -31,7 +30,7 @@ def folder_tokenizer(folder: Path) -> str:
             raise ValueError(f"cannot read {vocab}: {e}") from None
         if size != load_tokenizer(GPT2).n_vocab:
             raise ValueError(f"{vocab} has {size} tokens, not GPT-2's {load_tokenizer(GPT2).n_vocab}: only GPT-2's "
-                             f"tokenizer (or a {TIKTOKEN_FILE} beside the weights) is supported")
+                             f"tokenizer (or a {TOKENIZER_FILE} beside the weights) is supported")
     return GPT2
 
 
@@ -53,4 +52,4 @@ def write_tokenizer(out: Path, spec: str, max_length: int) -> None:
               "add_prefix_space": False, "clean_up_tokenization_spaces": False}
     (out / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
     if spec != GPT2:
-        shutil.copyfile(spec, out / TIKTOKEN_FILE)
+        shutil.copyfile(spec, out / TOKENIZER_FILE)

@@ -33,12 +33,6 @@ def device_peak_flops() -> float | None:
     return None
 
 
-def mfu(tokens_per_s: float, flops_per_token: float, world_size: int, peak: float | None) -> float | None:
-    if peak is None:
-        return None
-    return tokens_per_s * flops_per_token / (peak * world_size)
-
-
 class MetricsLog:
     """Rank 0's record of a run: RUN/metrics.jsonl plus wandb (online, offline or disabled)."""
 
