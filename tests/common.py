@@ -10,11 +10,18 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("BACKPACK_SHARED", REPO.parent / "shared")).resolve()
 
 
+# The tests' tiny model: the sizes every CPU test builds on (the rest varies per test).
+TINY_SIZES = dict(d_model=32, n_layer=2, n_head=2, n_senses=4)
+
+
 def tiny_overrides(**extra):
-    """A model small enough for CPU tests."""
-    cfg = dict(d_model=32, n_layer=2, n_head=2, n_senses=4, vocab_size=101, seq_len=24, dropout=0.0)
-    cfg.update(extra)
-    return cfg
+    """A model small enough for CPU tests, with a tiny vocabulary and context."""
+    return {**TINY_SIZES, "vocab_size": 101, "seq_len": 24, "dropout": 0.0, **extra}
+
+
+def as_flags(settings: dict) -> list[str]:
+    """{"d_model": 32, ...} as command-line flags ["--d_model", "32", ...]."""
+    return [part for key, value in settings.items() for part in (f"--{key}", str(value))]
 
 
 def apt_install(packages: list[str], missing) -> str | None:

@@ -8,13 +8,14 @@ import math
 
 import pytest
 import torch
+from common import TINY_SIZES
 
 from backpack_dist.model import build_model
 from backpack_dist.pretrained import save_pretrained
 from backpack_dist.tokenizer import load_tokenizer
 
 SEQ_LEN = 64
-TINY = dict(d_model=32, n_layer=2, n_head=2, n_senses=4, seq_len=SEQ_LEN, dropout=0.0)  # GPT-2 vocabulary
+TINY = dict(TINY_SIZES, seq_len=SEQ_LEN, dropout=0.0)  # GPT-2 vocabulary
 
 
 def _train(model, tokens: torch.Tensor, steps: int = 30, batch: int = 4, seed: int = 0):

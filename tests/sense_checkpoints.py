@@ -4,11 +4,12 @@ embedding and sense-network output are scaled up (logit std about 3): then predi
 peaked and zeroing one sense visibly moves them."""
 
 import torch
+from common import TINY_SIZES
 
 from backpack_dist.model import build_model
 from backpack_dist.pretrained import save_pretrained
 
-SIZES = dict(d_model=32, n_layer=2, n_head=2, n_senses=4, seq_len=64, dropout=0.0)
+SIZES = dict(TINY_SIZES, seq_len=64, dropout=0.0)
 
 
 def make_checkpoint(out_dir, family="backpack", seed=0):

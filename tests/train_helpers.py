@@ -8,9 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from common import REPO  # re-exported for the tests
+from common import REPO, TINY_SIZES, as_flags  # REPO re-exported for the tests
 
-TINY = ["--d_model", "32", "--n_layer", "2", "--n_head", "2", "--n_senses", "4", "--seq_len", "64"]
+TINY = as_flags({**TINY_SIZES, "seq_len": 64})
 
 
 def train_command(nprocs: int, args: list[str], launcher: str = "deepspeed") -> list[str]:
