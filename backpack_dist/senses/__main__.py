@@ -311,7 +311,52 @@ def bias(o: BiasOptions):
     print(summary)
 
 
-COMMANDS = {"lookup": lookup, "predict": predict, "edit": edit, "generate": generate, "bias": bias}
+@dataclasses.dataclass(frozen=True)
+class HistoryOptions:
+    run: str = cli.positional()
+    """A run directory trained with sense probes (its metrics.jsonl)."""
+    word: str = " science"
+    """A probe word of the run (default probes: " science", " nurse", " bank")."""
+    json: bool = False
+    """Print the raw data as JSON instead of tables."""
+
+
+def history(o: HistoryOptions):
+    """How each sense's top words changed from probe to probe while the run trained (recorded at
+    each validation; see train --probe_words)."""
+    from pathlib import Path
+
+    from .probes import history as probe_history
+
+    path = Path(o.run) / "metrics.jsonl"
+    if not path.is_file():
+        raise cli.UsageError(f"{path} not found: pass a run directory (--run)")
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            continue  # a torn last line of a killed run
+    steps = probe_history(records, o.word)
+    if not steps:
+        words = sorted({w for r in records for w in r.get("probes", {}).get("senses", {})})
+        raise cli.UsageError(f"{path} has no sense probes of {o.word!r}" + (
+            f"; its probe words are {', '.join(map(repr, words))}" if words else
+            "; train with sense probes on (the default for a Backpack)"))
+    if o.json:
+        return _print_json([{"step": step, "senses": senses} for step, senses in steps])
+    previous = None
+    for step, senses in steps:
+        print(f"step {step}:")
+        for sense, words in enumerate(senses):
+            changed = previous is not None and previous[sense] != words
+            print(f"  sense {sense:>2}{' *' if changed else '  '} " + "  ".join(map(_show, words)))
+        previous = senses
+    print("(* : the sense's top words changed since the previous probe)")
+
+
+COMMANDS = {"lookup": lookup, "predict": predict, "edit": edit, "generate": generate, "bias": bias,
+            "history": history}
 
 
 def main(argv=None):
