@@ -484,12 +484,62 @@ def test_text_flags_stay_text(eval_models, tmp_path, capsys, monkeypatch):  # no
     assert "| backpack-micro (custom size) @30 |" in capsys.readouterr().out
 
 
+def test_tasks_are_one_table(eval_models, monkeypatch):  # noqa: F811
+    """The runner reads each task's data and scores it through tasks.TASKS: the data before the
+    model (files-only sets first, so a missing --similarity_dir fails before any download), OWT
+    after it (checked against the model); the results in the order asked. The Python API takes
+    the flags as keywords or one EvalOptions."""
+    import dataclasses
+
+    from backpack_dist.eval import runner, tasks
+    from backpack_dist.eval.options import EvalOptions
+
+    calls = []
+    for name, task in list(tasks.TASKS.items()):
+        def load(value, limit, model, name=name):
+            calls.append((name, value, limit, model is not None))
+            return [name] * 2, {"source": "test", "examples": 2}
+
+        def evaluate(m, data):
+            return {"examples": len(data), "batch_size": m.scorer.batch_size, "senses": m.model.config.n_senses}
+
+        monkeypatch.setitem(tasks.TASKS, name, dataclasses.replace(task, load=load, evaluate=evaluate))
+    real = runner.load_pretrained
+    monkeypatch.setattr(runner, "load_pretrained", lambda *args: calls.append("model") or real(*args))
+    checkpoint = str(eval_models["backpack"])
+    report = runner.evaluate(checkpoint, tasks="owt,blimp,lambada,similarity,wikitext", out=None, limit=3,
+                             batch_size=5, lambada_path="L.jsonl", similarity_dir="S", progress=False)
+    sets = list(tasks.GROUPS["similarity"])
+    assert sets == ["simlex", "simverb", "rg65", "ws353"]
+    assert calls == [(n, "S", 3, False) for n in sets] + [("lambada", "L.jsonl", 3, False),
+                                                          ("wikitext", None, 3, False), ("blimp", None, 3, False),
+                                                          "model", ("owt", None, 3, True)]
+    assert list(report["results"]) == ["owt", "blimp", "lambada", *sets, "wikitext"] == list(report["seconds"])
+    assert report["results"]["owt"] == {"examples": 2, "batch_size": 5, "senses": 4}
+    assert report["data"]["blimp"] == {"source": "test", "examples": 2} and "written_to" not in report
+    assert report["settings"]["limit"] == 3 and report["settings"]["batch_size"] == 5
+    options = EvalOptions(checkpoint, tasks="rg65,simlex,rg65", out="", similarity_dir="S")
+    assert list(runner.evaluate(options)["results"]) == ["rg65", "simlex"]
+    with pytest.raises(TypeError, match="EvalOptions alone"):
+        runner.evaluate(options, limit=2)
+    with pytest.raises(ValueError, match="unknown task 'simlexx'"):
+        runner.evaluate(checkpoint, tasks="simlexx", out=None)
+    # The valid names, the default and --help come from the table; each task's data flag is a field.
+    assert tasks.DEFAULT_TASKS == "owt,lambada,wikitext,blimp,similarity"
+    assert tasks.NAMES == ["owt", "lambada", "wikitext", "blimp", "similarity", *sets]
+    help_text = tasks.tasks_help()
+    fields = {f.name for f in dataclasses.fields(EvalOptions)}
+    for task in tasks.TASKS.values():
+        assert task.data_flag in fields and f"  {task.name} " in help_text and f"[--{task.data_flag}" in help_text
+
+
 @pytest.mark.parametrize("argv, shown", [
     (["--help"], ["Score a checkpoint on the paper's benchmarks", "backpack_dist.eval table results/*.json",
                   "backpack_dist.eval install_lm_eval", "--checkpoint TEXT  (or the value alone, in order)",
                   "--out TEXT\n      The results JSON to write. (default: results.json)",
                   "--batch_size INT\n      Requests scored at once. (default: 16)",
-                  "owt,lambada,wikitext,blimp,similarity", "--dtype bf16|fp32"]),
+                  "owt,lambada,wikitext,blimp,similarity", "--dtype bf16|fp32",
+                  "\n    ws353     WordSim-353: Spearman's rho", "[--similarity_dir, required]"]),
     (["table", "--help"], ["Print results files as markdown", "--paths TEXT,...  (or the value alone, in order)"]),
     (["install_lm_eval", "-h"], ["Register the \"backpack\" model with lm-evaluation-harness"]),
 ])

@@ -2,13 +2,13 @@
 python -m backpack_dist.eval table results/*.json
 python -m backpack_dist.eval install_lm_eval   # makes `lm_eval --model backpack` work in this environment"""
 
-import dataclasses
+import inspect
 import os
 import sys
-import typing
 
 from .. import cli
-from .runner import DEFAULT_TASKS
+from .options import EvalOptions
+from .tasks import tasks_help
 
 
 def table(*paths: str):
@@ -39,43 +39,6 @@ def summary(report: dict) -> str:
     return "\n".join(lines)
 
 
-@dataclasses.dataclass(frozen=True)
-class EvalOptions:
-    checkpoint: str = cli.positional()
-    """An export dir, a training run dir or one of its checkpoints, or a transformers folder."""
-    tasks: str = DEFAULT_TASKS
-    """Comma-separated, from owt,lambada,wikitext,blimp,similarity; similarity means
-    simlex,simverb,rg65,ws353, each of which can be named alone."""
-    out: str = "results.json"
-    """The results JSON to write."""
-    limit: int | None = None
-    """Score only the first N examples of each task (quick checks)."""
-    batch_size: int = 16
-    """Requests scored at once."""
-    device: str | None = None
-    """cpu, cuda or cuda:N; default: the GPU when there is one."""
-    dtype: typing.Literal["bf16", "fp32"] | None = None
-    """bf16 or fp32; default: bf16 autocast on GPUs."""
-    owt_val_dir: str | None = None
-    """Data-prep output holding val/ and dataset.json, instead of rebuilding OWT's split from the hub."""
-    lambada_path: str | None = None
-    """OpenAI's lambada_test.jsonl, instead of the hub."""
-    wikitext_path: str | None = None
-    """wiki.test.raw, instead of the hub."""
-    blimp_dir: str | None = None
-    """Folder of BLiMP's UID.jsonl files, instead of the hub."""
-    similarity_dir: str | None = None
-    """Folder holding, in it or its subfolders, each set's original release (SimLex-999.txt,
-    SimVerb-3500.txt, RG65.txt, WordSim-353 combined.tab) or collection file (EN-SIMLEX-999.txt,
-    EN-SimVerb-3500.txt, EN-RG-65.txt, EN-WS-353-ALL.txt: word, word, score)."""
-    progress: bool = True
-    """Show progress bars (--noprogress hides them)."""
-
-    def __post_init__(self):
-        cli.check_range(self, "limit", low=1)
-        cli.check_range(self, "batch_size", low=1)
-
-
 def run(options: EvalOptions) -> None:
     """Score a checkpoint on the paper's benchmarks and write one results JSON.
 
@@ -85,9 +48,12 @@ def run(options: EvalOptions) -> None:
     from the Hugging Face hub unless a local flag names them; docs/eval.md describes the metrics."""
     from .runner import evaluate
 
-    report = evaluate(**dataclasses.asdict(options))
+    report = evaluate(options)
     if os.environ.get("RANK", "0") == "0":  # one summary for a torchrun-sharded run
         print(summary(report))
+
+
+run.__doc__ = f"{inspect.cleandoc(run.__doc__)}\n\n{tasks_help()}"  # --help lists the tasks of the table
 
 
 def main(argv=None):

@@ -21,7 +21,7 @@ from .scoring import Scorer
 class BackpackLMEval(LM):
     def __init__(self, checkpoint, device=None, batch_size=16, dtype=None, max_gen_toks=256, **_harness_extras):
         super().__init__()
-        from .runner import DTYPES
+        from .options import DTYPES
 
         if dtype is not None and dtype not in DTYPES:
             raise ValueError(f"unknown dtype {dtype!r}: use bf16 or fp32")

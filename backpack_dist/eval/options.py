@@ -1,48 +1,74 @@
-"""Checks of command-line values shared by the eval, senses and serve commands: fire hands over
-whatever the user typed ("abc", 1.5, True), so each number and device is checked here and a bad
-one becomes a ValueError that names the flag. Kept free of heavy imports (torch is imported
-only to check a device)."""
+"""The options of `python -m backpack_dist.eval`: EvalOptions, a field per flag, checked when
+made (from the command line or from Python); and the device check the senses and serve commands
+share."""
 
 from __future__ import annotations
 
-import math
+import dataclasses
+import typing
+
+import torch
+
+from .. import cli
+from .tasks import DEFAULT_TASKS, TASKS, parse_tasks
+
+DTYPES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp32": torch.float32, "float32": torch.float32}
 
 
-def int_option(value, flag: str, low: int | None = None, high: int | None = None) -> int:
-    """`value` as an int within [low, high]; ValueError naming `flag` otherwise."""
-    if isinstance(value, str):
-        try:
-            value = int(value.strip())
-        except ValueError:
-            pass
-    if not isinstance(value, int) or isinstance(value, bool):  # fire reads a bare --flag as True
-        raise ValueError(f"{flag} must be a whole number{_range(low, high)}, got {value!r}")
-    if (low is not None and value < low) or (high is not None and value > high):
-        raise ValueError(f"{flag} must be a whole number{_range(low, high)}, got {value}")
-    return value
+@dataclasses.dataclass(frozen=True)
+class EvalOptions:
+    checkpoint: str = cli.positional()
+    """An export dir, a training run dir or one of its checkpoints, or a transformers folder."""
+    tasks: str = DEFAULT_TASKS
+    """Comma-separated names from the list of tasks above; a group (similarity) means all its
+    sets, each of which can be named alone."""
+    out: str = "results.json"
+    """The results JSON to write."""
+    limit: int | None = None
+    """Score only the first N examples of each task (quick checks)."""
+    batch_size: int = 16
+    """Requests scored at once."""
+    device: str | None = None
+    """cpu, cuda or cuda:N; default: the GPU when there is one."""
+    dtype: typing.Literal["bf16", "fp32"] | None = None
+    """bf16 or fp32; default: bf16 autocast on GPUs."""
+    # The tasks' data flags: each is the data_flag of a task in tasks.TASKS.
+    owt_val_dir: str | None = None
+    """Data-prep output holding val/ and dataset.json, instead of rebuilding OWT's split from the hub."""
+    lambada_path: str | None = None
+    """OpenAI's lambada_test.jsonl, instead of the hub."""
+    wikitext_path: str | None = None
+    """wiki.test.raw, instead of the hub."""
+    blimp_dir: str | None = None
+    """Folder of BLiMP's UID.jsonl files, instead of the hub."""
+    similarity_dir: str | None = None
+    """Folder holding, in it or its subfolders, each set's original release (SimLex-999.txt,
+    SimVerb-3500.txt, RG65.txt, WordSim-353 combined.tab) or collection file (EN-SIMLEX-999.txt,
+    EN-SimVerb-3500.txt, EN-RG-65.txt, EN-WS-353-ALL.txt: word, word, score)."""
+    progress: bool = True
+    """Show progress bars (--noprogress hides them)."""
+
+    def __post_init__(self):
+        # From the command line the fields' types are parsed already; from Python they are checked here.
+        parse_tasks(self.tasks)  # an unknown task fails before anything loads
+        if self.dtype is not None and self.dtype not in DTYPES:
+            raise cli.UsageError(f"unknown --dtype {self.dtype!r}: use bf16 or fp32")
+        for name in ("limit", "batch_size"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+                raise cli.UsageError(f"--{name} must be an integer, got {value!r}")
+        cli.check_range(self, "limit", low=1)
+        cli.check_range(self, "batch_size", low=1)
+
+    @property
+    def task_names(self) -> list[str]:
+        """--tasks as task names (groups expanded), in the order given."""
+        return parse_tasks(self.tasks)
 
 
-def float_option(value, flag: str, low: float | None = None) -> float:
-    """`value` as a finite float >= low; ValueError naming `flag` otherwise."""
-    number = value
-    if isinstance(value, str):
-        try:
-            number = float(value.strip())
-        except ValueError:
-            pass
-    if not isinstance(number, (int, float)) or isinstance(number, bool) or not math.isfinite(number):
-        raise ValueError(f"{flag} must be a finite number{_range(low, None)}, got {value!r}")
-    if low is not None and number < low:
-        raise ValueError(f"{flag} must be a finite number{_range(low, None)}, got {number:g}")
-    return float(number)
-
-
-def _range(low, high) -> str:
-    if low is not None and high is not None:
-        return f" from {low} to {high}"
-    if low is not None:
-        return f" >= {low}"
-    return ""
+_missing = sorted({t.data_flag for t in TASKS.values()} - {f.name for f in dataclasses.fields(EvalOptions)})
+if _missing:  # a task added to the table without its flag
+    raise TypeError(f"EvalOptions has no field for the data flag of a task in tasks.TASKS: {', '.join(_missing)}")
 
 
 def resolve_device(device, flag: str = "--device") -> str:
