@@ -40,3 +40,13 @@ def shared_data() -> Path:
     if not data.is_dir():
         pytest.skip(f"shared test data not found at {data} (set BACKPACK_SHARED)")
     return data
+
+
+@pytest.fixture(scope="session")
+def wikitext_data(tmp_path_factory, shared_data) -> Path:
+    """WikiText-2's test split as a tiny run's data: samples of 65 tokens, 5% held out. Read only."""
+    from data_prep import prepare_and_merge
+
+    out = tmp_path_factory.mktemp("wikitext") / "wikitext"
+    prepare_and_merge([shared_data / "wikitext2" / "wiki.test.raw"], out, seq_len=64, val_fraction=0.05)
+    return out

@@ -11,14 +11,12 @@ import sys
 import pytest
 from train_helpers import REPO, env, metrics, run_training, tiny_run_args
 
-from data_prep import prepare_and_merge, read_dataset_info
+from data_prep import read_dataset_info
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory, shared_data):
-    out = tmp_path_factory.mktemp("data") / "wikitext"
-    prepare_and_merge([shared_data / "wikitext2" / "wiki.test.raw"], out, seq_len=64, val_fraction=0.05)
-    return out
+@pytest.fixture
+def data(wikitext_data):
+    return wikitext_data
 
 
 def run_module(*args):

@@ -13,11 +13,9 @@ from train_helpers import REPO, TINY, env, run_training, tiny_run_args, train_li
 from data_prep import prepare_and_merge
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory, shared_data):
-    out = tmp_path_factory.mktemp("data") / "wikitext"
-    prepare_and_merge([shared_data / "wikitext2" / "wiki.test.raw"], out, seq_len=64, val_fraction=0.05)
-    return out
+@pytest.fixture
+def data(wikitext_data):
+    return wikitext_data
 
 
 def train_cli(*args):
