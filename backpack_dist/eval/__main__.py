@@ -2,6 +2,7 @@
 python -m backpack_dist.eval table results/*.json
 python -m backpack_dist.eval install_lm_eval   # makes `lm_eval --model backpack` work in this environment"""
 
+import dataclasses
 import inspect
 import os
 import sys
@@ -11,15 +12,26 @@ from .options import EvalOptions
 from .tasks import tasks_help
 
 
-def table(*paths: str):
+@dataclasses.dataclass(frozen=True)
+class TableOptions:
+    paths: list[str] = cli.positional(default_factory=list)
+    """Results files of `python -m backpack_dist.eval` (a.json b.json, or a shell glob)."""
+
+
+def table(options: TableOptions):
     """Print results files as markdown in the layout of the paper's Table 2: per cell ours, the
     paper's number in parentheses and ours - paper (and the sense-count ablation's OWT PPL)."""
     from .results import render
 
-    print(render(paths))
+    print(render(options.paths))
 
 
-def install_lm_eval():
+@dataclasses.dataclass(frozen=True)
+class NoOptions:
+    """A command without flags."""
+
+
+def install_lm_eval(_: NoOptions):
     """Register the "backpack" model with lm-evaluation-harness for this Python environment."""
     from .lm_eval_hook import install
 
