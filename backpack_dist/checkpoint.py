@@ -166,9 +166,16 @@ def load(engine, run_dir, step: int, tag: str | None = None) -> dict:
     """Collective. Restores engine, optimizer, scheduler and this rank's RNG (when the world size
     is unchanged); returns the client state. `tag` overrides the folder (a universal checkpoint)."""
     ckpt_dir = checkpoints_dir(run_dir)
+    universal = tag is not None
     tag = tag or tag_for_step(step)
+    # DeepSpeed's ZeRO-3 universal load gives every param group the first group's settings (the
+    # no-decay group then decays); they come from this run's flags, so keep them (lr: the schedule's).
+    groups = [{k: v for k, v in g.items() if k not in ("params", "lr")} for g in engine.optimizer.param_groups]
     _, client_state = engine.load_checkpoint(
         str(ckpt_dir), tag=tag, load_optimizer_states=True, load_lr_scheduler_states=True)
+    if universal:
+        for group, settings in zip(engine.optimizer.param_groups, groups, strict=True):
+            group.update(settings)
     if client_state is None:
         raise RuntimeError(f"could not load checkpoint {ckpt_dir / tag}")
     rng_file = ckpt_dir / tag / f"rng_rank{torch.distributed.get_rank()}.pt"

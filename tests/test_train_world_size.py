@@ -56,6 +56,8 @@ def test_resume_on_another_world_size_both_ways(data, tmp_path, zero):
         assert [len(line["sample_ids"]) for line in id_lines(full[world])] == [world] * STEPS
     # The order is a property of the data and the seed, not of the number of processes.
     assert global_batches(full[1]) == global_batches(full[2])
+    assert all(abs(a["loss"] - b["loss"]) < 1e-4 for a, b in zip(train_lines(full[1]).values(),
+                                                               train_lines(full[2]).values(), strict=True))
     order = global_batches(full[1])
 
     for before, after in ((1, 2), (2, 1)):
@@ -78,4 +80,6 @@ def test_resume_on_another_world_size_both_ways(data, tmp_path, zero):
         for step in range(STOP + 1, STEPS + 1):
             assert got[step]["lr"] == pytest.approx(expected[step]["lr"], rel=1e-9, abs=0), step
             assert got[step]["tokens_seen"] == expected[step]["tokens_seen"]
-            assert abs(got[step]["loss"] - expected[step]["loss"]) < 1e-3, (step, got[step], expected[step])
+            # Only the order of sums differs (the uninterrupted runs on 1 and 2 agree to a few ulps); a
+            # lost optimizer setting shows within a step (ZeRO-3's universal load: 4.6e-4 after one).
+            assert abs(got[step]["loss"] - expected[step]["loss"]) < 1e-4, (step, got[step], expected[step])
