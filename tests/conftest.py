@@ -50,3 +50,11 @@ def wikitext_data(tmp_path_factory, shared_data) -> Path:
     out = tmp_path_factory.mktemp("wikitext") / "wikitext"
     prepare_and_merge([shared_data / "wikitext2" / "wiki.test.raw"], out, seq_len=64, val_fraction=0.05)
     return out
+
+
+@pytest.fixture(scope="session")
+def eval_models(tmp_path_factory, shared_data) -> dict:
+    """Exported tiny models for the eval tests: {"backpack", "transformer", "random"} -> folder."""
+    from eval_fixtures import build_eval_models
+
+    return build_eval_models(tmp_path_factory.getbasetemp() / "eval_models", shared_data)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import math
 
-import pytest
 import torch
 from common import TINY_SIZES
 
@@ -32,11 +31,9 @@ def _train(model, tokens: torch.Tensor, steps: int = 30, batch: int = 4, seed: i
     return model.eval()
 
 
-@pytest.fixture(scope="session")
-def eval_models(tmp_path_factory, shared_data):
-    """{"backpack": dir, "transformer": dir, "random": dir} of exported tiny models; built once per
-    session even when several test modules ask."""
-    root = tmp_path_factory.getbasetemp() / "eval_models"
+def build_eval_models(root, shared_data) -> dict:
+    """{"backpack": dir, "transformer": dir, "random": dir} of exported tiny models under root,
+    built once (the two trained on OpenWebText text for 30 steps)."""
     dirs = {name: root / name for name in ("backpack", "transformer", "random")}
     if all((d / "config.json").is_file() for d in dirs.values()):
         return dirs

@@ -13,7 +13,7 @@ import stat
 import numpy as np
 import pytest
 import torch
-from eval_fixtures import SEQ_LEN, TINY, brute_loglikelihood, brute_rolling, eval_models  # noqa: F401
+from eval_fixtures import SEQ_LEN, TINY, brute_loglikelihood, brute_rolling
 from train_helpers import with_flags
 
 from backpack_dist.eval.__main__ import main
@@ -27,7 +27,7 @@ from backpack_dist.pretrained import load_pretrained
 
 
 @pytest.fixture(scope="module")
-def loaded(eval_models):  # noqa: F811
+def loaded(eval_models):
     return {name: load_pretrained(path) for name, path in eval_models.items()}
 
 
@@ -374,7 +374,7 @@ def test_similarity_without_variance_is_refused(tmp_path):
         evaluate_similarity(model, load_tokenizer("gpt2"), PAIRS, name="rg65")
 
 
-def test_cli_writes_results_and_table(eval_models, shared_data, owt_prep, tmp_path, capsys):  # noqa: F811
+def test_cli_writes_results_and_table(eval_models, shared_data, owt_prep, tmp_path, capsys):
     common = ["--owt_val_dir", str(owt_prep),
               "--lambada_path", str(shared_data / "lambada_openai" / "lambada_test.jsonl"),
               "--wikitext_path", str(shared_data / "wikitext2" / "wiki.test.raw"),
@@ -469,7 +469,7 @@ def test_table_shows_ours_the_papers_number_and_the_difference(tmp_path):
                             "| 64 | backpack-mini (custom size) @50000 | 25.5 (24.0) +1.5 |"]
 
 
-def test_text_flags_stay_text(eval_models, tmp_path, capsys, monkeypatch):  # noqa: F811
+def test_text_flags_stay_text(eval_models, tmp_path, capsys, monkeypatch):
     """fire would read --out 1e3 as the number 1000.0 and a results file named 2024 as an int."""
     monkeypatch.chdir(tmp_path)
     main(["--checkpoint", str(eval_models["backpack"]), "--tasks", "simlex", "--similarity_dir",
@@ -484,7 +484,7 @@ def test_text_flags_stay_text(eval_models, tmp_path, capsys, monkeypatch):  # no
     assert "| backpack-micro (custom size) @30 |" in capsys.readouterr().out
 
 
-def test_tasks_are_one_table(eval_models, monkeypatch):  # noqa: F811
+def test_tasks_are_one_table(eval_models, monkeypatch):
     """The runner reads each task's data and scores it through tasks.TASKS: the data before the
     model (files-only sets first, so a missing --similarity_dir fails before any download), OWT
     after it (checked against the model); the results in the order asked. The Python API takes
@@ -591,7 +591,7 @@ def test_help_shows_the_flags_and_commands_only(capsys, argv, shown):
      "notes.jsonl is not a folder; pass a path in a writable folder"),
     ("out in /proc", ["--checkpoint", "{tmp}/nope", "--out", "/proc/r.json"], "cannot create files in /proc"),
 ])
-def test_bad_input_is_a_clear_error(eval_models, shared_data, tmp_path, capsys, problem, args, message):  # noqa: F811
+def test_bad_input_is_a_clear_error(eval_models, shared_data, tmp_path, capsys, problem, args, message):
     (tmp_path / "notes.jsonl").write_text("{}\n")
     bad_blimp = tmp_path / "bad_blimp"
     bad_blimp.mkdir()
@@ -639,7 +639,7 @@ def test_results_with_nan_are_never_written(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_checkpoint_not_matching_its_config_is_a_clear_error(eval_models, tmp_path, capsys):  # noqa: F811
+def test_checkpoint_not_matching_its_config_is_a_clear_error(eval_models, tmp_path, capsys):
     import shutil
 
     broken = tmp_path / "broken"
@@ -654,7 +654,7 @@ def test_checkpoint_not_matching_its_config_is_a_clear_error(eval_models, tmp_pa
 
 
 @pytest.mark.slow
-def test_sharded_run_over_two_processes_equals_one(eval_models, shared_data, tmp_path):  # noqa: F811
+def test_sharded_run_over_two_processes_equals_one(eval_models, shared_data, tmp_path):
     """torchrun with two CPU processes (gloo): each scores half the requests; the results match."""
     import os
     import subprocess

@@ -8,7 +8,6 @@ import subprocess
 import sys
 
 import pytest
-from eval_fixtures import eval_models  # noqa: F401
 from lm_eval.api.instance import Instance
 
 from backpack_dist.eval.lambada import evaluate_lambada, lambada_requests, load_lambada
@@ -22,7 +21,7 @@ def instances(request_type, args_list):
 
 
 @pytest.mark.parametrize("family", ["backpack", "transformer"])
-def test_lm_eval_loglikelihoods_equal_ours(eval_models, shared_data, family):  # noqa: F811
+def test_lm_eval_loglikelihoods_equal_ours(eval_models, shared_data, family):
     from backpack_dist.eval.lm_eval_model import BackpackLMEval
 
     texts, _ = load_lambada(shared_data / "lambada_openai" / "lambada_test.jsonl", limit=10)
@@ -69,7 +68,7 @@ metric_list:
 
 
 @pytest.mark.slow
-def test_lm_eval_command_line_matches_our_harness(eval_models, shared_data, tmp_path):  # noqa: F811
+def test_lm_eval_command_line_matches_our_harness(eval_models, shared_data, tmp_path):
     """`lm_eval --model backpack` from a fresh interpreter whose site dir holds only our .pth hook."""
     from backpack_dist.eval.lm_eval_hook import install
 
@@ -114,7 +113,7 @@ def test_hook_registers_backpack_in_a_fresh_interpreter(tmp_path):
     assert run.stdout.split() == ["BackpackLMEval", "True"]  # lm_eval's own models stay registered
 
 
-def test_wikitext_rolling_through_lm_eval_equals_ours(eval_models, shared_data):  # noqa: F811
+def test_wikitext_rolling_through_lm_eval_equals_ours(eval_models, shared_data):
     """Word perplexity from the adapter's rolling log-likelihoods equals evaluate_wikitext's."""
     from backpack_dist.eval.lm_eval_model import BackpackLMEval
 

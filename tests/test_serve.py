@@ -388,7 +388,8 @@ def test_help_shows_the_flags_only(capsys):
     main(["--help"])
     out = capsys.readouterr().out
     assert "FIRE_METADATA" not in out and "Optional" not in out
-    assert "Serve the sense page" in out and "--port INT\n      The port to listen on (0 picks a free one). (default: 8000)" in out
+    assert "Serve the sense page" in out
+    assert "--port INT\n      The port to listen on (0 picks a free one). (default: 8000)" in out
 
 
 def test_a_busy_port_is_named(checkpoint_dir, capsys):
