@@ -59,3 +59,38 @@ def test_history_shows_each_sense_over_the_probes(tmp_path, capsys):
         main(["history", str(run), "--word", " bank"])
     assert exit_info.value.code == 2
     assert "has no sense probes of ' bank'; its probe words are ' science'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("zero,nprocs", [(2, 1), (3, 2)])
+def test_training_records_probes_at_each_validation(wikitext_data, tmp_path, capsys, zero, nprocs):
+    from train_helpers import metrics, run_training, tiny_run_args
+
+    run = tmp_path / "run"
+    args = tiny_run_args("backpack-micro", wikitext_data, run, zero=zero, steps=4,
+                         extra=["--eval_every", "2", "--save_every", "4", "--wandb", "offline"])
+    result = run_training(nprocs, args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    probed = [m for m in metrics(run) if "probes" in m]
+    assert [m["step"] for m in probed] == [2, 4] and all("val_loss" in m for m in probed)
+    for m in probed:
+        assert sorted(m["probes"]["senses"]) == sorted(DEFAULT_WORDS)
+        for senses in m["probes"]["senses"].values():
+            assert len(senses) == 4 and all(len(top) == 5 for top in senses)
+        assert set(m["probes"]["pronouns"]) == {" she", " he"} and m["probe_seconds"] > 0
+    # the probes of the last validation are the sense tools' reading of the final checkpoint
+    model, tokenizer, _ = load_pretrained(run / "checkpoints" / "step_00000004")
+    assert probed[-1]["probes"] == measure(model, tokenizer)
+    main(["history", str(run), "--word", " nurse"])
+    assert "step 2:" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_noprobes_turns_them_off(wikitext_data, tmp_path):
+    from train_helpers import metrics, run_training, tiny_run_args
+
+    run = tmp_path / "run"
+    result = run_training(1, tiny_run_args("backpack-micro", wikitext_data, run, zero=0, steps=2,
+                                           extra=["--eval_every", "1"]) + ["--noprobes"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [m for m in metrics(run) if "val_loss" in m] and not [m for m in metrics(run) if "probes" in m]

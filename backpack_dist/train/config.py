@@ -89,6 +89,11 @@ class TrainConfig(ModelOverrides):
     """torch.compile the model."""
     init_from: str | None = None
     """Start from trained weights (an export, run, checkpoint or transformers folder; its sizes)."""
+    probes: bool = True
+    """At each validation, record sense probes (each sense's top words for --probe_words; p(she)
+    and p(he) after the paper's nurse prompt) in metrics.jsonl and wandb; --noprobes turns them off."""
+    probe_words: tuple[str, ...] = (" science", " nurse", " bank")
+    """The probe words (a word is read as it appears in running text, " science")."""
 
     def __post_init__(self):
         """The checks that need nothing but the values; validate() does those that read files."""

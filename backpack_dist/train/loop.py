@@ -203,6 +203,31 @@ def train_step(engine, stream, accum: int, device, model_cfg, world: int):
     return loss_sum, flops
 
 
+def sense_probes(engine, model_cfg, tokenizer_spec: str, words, rank: int) -> dict:
+    """{"probes": ..., "probe_seconds": s} on rank 0 (see senses/probes.py), {} elsewhere. Under
+    ZeRO-3 every rank takes part in gathering the weights, which rank 0 probes in a copy (the
+    engine's hooks would partition them again after each submodule)."""
+    from ..senses import probes
+    from ..tokenizer import load_tokenizer
+
+    started = time.perf_counter()
+    model = engine.module
+    if engine.zero_optimization_stage() == 3:
+        import deepspeed
+
+        with deepspeed.zero.GatheredParameters(list(engine.module.parameters())):
+            state = {k: v.detach().clone() for k, v in engine.module.state_dict().items()} if rank == 0 else None
+        if rank == 0:
+            device = next(engine.module.parameters()).device
+            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):  # dropout's RNG stays put
+                model = model_from_config(model_cfg).to(device)
+            model.load_state_dict(state)
+    if rank != 0:
+        return {}
+    result = probes.measure(model, load_tokenizer(tokenizer_spec), words)
+    return {"probes": result, "probe_seconds": time.perf_counter() - started}
+
+
 def train(cfg: TrainConfig) -> int:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     validate(cfg, world)
@@ -331,8 +356,11 @@ def train(cfg: TrainConfig) -> int:
             window_start, window_tokens, window_flops = time.perf_counter(), 0, 0.0
         if val is not None and (step % cfg.eval_every == 0 or step == cfg.max_steps):
             val_loss = val.loss(engine, device)
+            record = {"step": step, "val_loss": val_loss, "val_ppl": math.exp(min(val_loss, 700))}
+            if cfg.probes:
+                record.update(sense_probes(engine, model_cfg, data_info["tokenizer"], cfg.probe_words, rank))
             if rank == 0:
-                log.log({"step": step, "val_loss": val_loss, "val_ppl": math.exp(min(val_loss, 700))})
+                log.log(record)
         if bad_steps >= cfg.max_bad_steps:
             if rank == 0:
                 report(f"error: stopping at step {step} after {bad_steps} non-finite steps in a row; lower --lr or "

@@ -62,8 +62,22 @@ class MetricsLog:
         with open(self.path, "a") as f:
             f.write(json.dumps(record) + "\n")
         if self.wandb is not None:
-            self._to_wandb("log", {k: v for k, v in record.items() if k != "step" and v is not None},
-                           step=record["step"])
+            self._to_wandb("log", self._wandb_values(record), step=record["step"])
+
+    def _wandb_values(self, record: dict) -> dict:
+        """The record for wandb: numbers as they are, sense probes as a table (word, sense, top
+        words) and the probe's pronoun probabilities as numbers."""
+        values = {k: v for k, v in record.items() if k not in ("step", "probes") and v is not None}
+        probes = record.get("probes")
+        if probes:
+            import wandb
+
+            rows = [[word, sense, " ".join(top)] for word, senses in probes.get("senses", {}).items()
+                    for sense, top in enumerate(senses)]
+            if rows:
+                values["probes/senses"] = wandb.Table(columns=["word", "sense", "top words"], data=rows)
+            values.update({f"probes/p({p.strip()})": v for p, v in probes.get("pronouns", {}).items()})
+        return values
 
     def _to_wandb(self, method: str, *args, **kwargs) -> None:
         """wandb is a copy of metrics.jsonl: when its service is gone (Slurm's SIGTERM reaches it
