@@ -24,6 +24,7 @@ machine hits every micro batch alike; figures are medians over the reps.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
 import fcntl
 import json
@@ -214,7 +215,30 @@ def main(mb: float = 32, micro_batch="16,64,256", window_mtok: float = 2, reps: 
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+@dataclasses.dataclass(frozen=True)
+class DataBenchOptions:
+    mb: float = 32
+    """Megabytes of documents prepared for the benchmark."""
+    micro_batch: tuple[int, ...] = (16, 64, 256)
+    """Micro batch sizes to compare."""
+    window_mtok: float = 2
+    """Million tokens per timed window."""
+    reps: int = 5
+    """Timed windows per micro batch (figures are medians)."""
+    source: tuple[str, ...] = ()
+    """jsonl/text files to prepare; default: the shared WebText sample."""
+    data_dir: str | None = None
+    """An existing data-prep output to read instead of preparing one."""
+    out: str | None = None
+    """A JSON file for the figures."""
+
+
+def run(o: DataBenchOptions) -> None:
+    """Tokens/s one loader worker delivers from MDS shards, beside what one H200 consumes (see main)."""
+    main(o.mb, list(o.micro_batch), o.window_mtok, o.reps, list(o.source) or None, o.data_dir, o.out)
+
+
 if __name__ == "__main__":
     from . import cli
 
-    cli.run(main, name="python -m backpack_dist.data_bench")
+    cli.run(run, name="python -m backpack_dist.data_bench")

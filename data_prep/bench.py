@@ -21,6 +21,7 @@ transformers) and the rest.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import multiprocessing as mp
@@ -312,7 +313,30 @@ def main(mb: float = 64, workers="1,2", reps: int = 3, source=None, part_mb: flo
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+@dataclasses.dataclass(frozen=True)
+class PrepBenchOptions:
+    mb: float = 64
+    """Megabytes of documents in the benchmark corpus."""
+    workers: tuple[int, ...] = (1, 2)
+    """Worker counts to compare."""
+    reps: int = 3
+    """Repetitions (figures are medians)."""
+    source: tuple[str, ...] = ()
+    """jsonl/text files to take documents from; default: the shared OpenWebText/WebText samples."""
+    part_mb: float = 8
+    """Input megabytes per part."""
+    seq_len: int = 512
+    """Tokens per sample are seq_len + 1."""
+    command: bool = True
+    """Also time the real one-worker command and its start-up pieces."""
+
+
+def run(o: PrepBenchOptions) -> None:
+    """Data prep against raw tiktoken on the same documents (see main)."""
+    main(o.mb, list(o.workers), o.reps, list(o.source) or None, o.part_mb, o.seq_len, o.command)
+
+
 if __name__ == "__main__":
     from backpack_dist import cli
 
-    cli.run(main, name="data_prep.bench")
+    cli.run(run, name="python -m data_prep.bench")
