@@ -1,7 +1,7 @@
 """python -m backpack_dist.reproduce without a cluster: the plan of the paper's study (jobs, their
 order and afterok dependencies, resources, tokens, GPU-hours and what the estimate rests on) as
 --dry_run prints it, --only and --ablation, and bad input refused in one line. The same plan
-submitted to a real SLURM cluster: tests/cluster/test_reproduce.py."""
+submitted to a real SLURM cluster: tests/cluster/test_study_on_cluster.py."""
 
 from __future__ import annotations
 
