@@ -93,6 +93,12 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state(state["cuda"])
 
 
+def save_due(step: int, last_step: int, every: int, stopping: bool) -> bool:
+    """Whether the run saves after `step`: every `every` steps, at the last step, and before it
+    stops on a signal."""
+    return step % every == 0 or step == last_step or stopping
+
+
 def save(engine, run_dir, step: int, client_state: dict, keep: int, tokenizer_file: bytes | None = None) -> Path:
     """Collective: every rank calls it. Returns the checkpoint folder. A custom tokenizer (the
     bytes of its .tiktoken file) is written in too, so that the checkpoint still exports after

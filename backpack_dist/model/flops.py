@@ -33,3 +33,10 @@ def forward_flops_per_token(cfg: ModelConfig, sense_fraction: float = 1.0) -> fl
 
 def training_flops_per_token(cfg: ModelConfig, sense_fraction: float = 1.0) -> float:
     return 3 * forward_flops_per_token(cfg, sense_fraction)
+
+
+def batch_flops(cfg: ModelConfig, input_ids) -> float:
+    """Training FLOPs of one batch of token ids: a Backpack's sense network runs once per distinct
+    token of the batch, the rest once per token."""
+    distinct = input_ids.unique().numel() / input_ids.numel() if cfg.is_backpack else 1.0
+    return training_flops_per_token(cfg, distinct) * input_ids.numel()

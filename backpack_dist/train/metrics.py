@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -31,6 +32,26 @@ def device_peak_flops() -> float | None:
         if key in name:
             return peak
     return None
+
+
+class Throughput:
+    """Tokens/s and model FLOPs utilisation over the steps since the last metrics line."""
+
+    def __init__(self, peak_flops: float | None, world_size: int):
+        self.peak, self.world = peak_flops, world_size
+        self.reset()
+
+    def reset(self) -> None:
+        self.start, self.tokens, self.flops = time.perf_counter(), 0, 0.0
+
+    def add(self, tokens: int, flops: float) -> None:
+        self.tokens += tokens
+        self.flops += flops
+
+    def figures(self) -> dict:
+        elapsed = time.perf_counter() - self.start
+        mfu = (self.flops / elapsed) / (self.peak * self.world) if self.peak else None
+        return {"tokens_per_s": self.tokens / elapsed, "mfu": mfu}
 
 
 class MetricsLog:
