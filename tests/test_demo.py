@@ -1,14 +1,17 @@
 """The demo pipeline end to end at a smaller size, and its embedded corpus and vocabulary."""
 
+import json
 import subprocess
 import sys
 
 import pytest
 from train_helpers import REPO, env
 
+from backpack_dist.demo.claim import topic_words
 from backpack_dist.demo.corpus import ambiguous_words, generate
 from backpack_dist.demo.vocabulary import write_tiktoken_file
 from backpack_dist.pretrained import load_pretrained
+from backpack_dist.senses.intervention import SenseScale, predict
 from backpack_dist.tokenizer import load_tokenizer
 
 
@@ -48,6 +51,7 @@ def test_demo_pipeline_small(tmp_path):
     assert "backpack     step 6: train loss" in result.stdout and "transformer  step 6" in result.stdout
     assert "sense  3 +" in result.stdout and "token ' bat'" in result.stdout  # the look-up table
     assert "before" in result.stdout and "after" in result.stdout  # the intervention table
+    check_claim(out / "export" / "backpack", out / "results" / "intervention.json", result.stdout)
     for family in ("backpack", "transformer"):
         assert (out / "export" / family / "model.safetensors").is_file()
         assert (out / "results" / f"{family}.json").is_file()
@@ -63,3 +67,24 @@ def test_demo_pipeline_small(tmp_path):
     model, tokenizer, info = load_pretrained(run)
     assert info["step"] == 6 and tokenizer.n_vocab < 50257 and tokenizer.n_vocab <= model.config.vocab_size
     assert tokenizer.decode(tokenizer.encode_ordinary(" bat")) == " bat"
+
+
+def check_claim(export, figures, stdout):
+    """The demo checked its claim on the command it showed, and reported the verdict its figures give."""
+    claim = json.loads(figures.read_text())
+    assert claim["word"] == "bat" and claim["prompt"] == "the bat" and 0 <= claim["sense"] < 4
+    assert {claim["source"], claim["target"]} == {"baseball", "cave"}
+    assert f"--scale bat:{claim['sense']}=0" in stdout  # the sense measured is the sense the demo zeroed
+    # The figures are the predictions of the model the demo exported, before and after zeroing the sense.
+    model, tokenizer, _ = load_pretrained(export)
+    shown = predict(model, tokenizer, claim["prompt"], [SenseScale("bat", claim["sense"], 0.0)],
+                    top=model.config.vocab_size)
+    for when in ("before", "after"):
+        probs = {p["token"]: p["prob"] for p in shown[when]}
+        for topic in ("baseball", "cave"):
+            assert claim[when][topic] == pytest.approx(sum(probs[" " + w] for w in topic_words(topic)), abs=1e-5)
+    source, target = claim["source"], claim["target"]
+    holds = claim["after"][source] <= claim["before"][source] / 2 and claim["after"][target] > claim["before"][target]
+    assert claim["holds"] == holds
+    verdict = "the sense separates the two topics" if holds else "the intervention did NOT separate the topics"
+    assert stdout.count(verdict) == 2  # after the intervention and in the summary

@@ -31,7 +31,7 @@ TOPICS = {
         a=["wooden", "heavy", "lucky", "new", "broken"],
         t=["{p} {v} the {a} {w} at the {n} .", "the {w} {v} the {n} into the {n} .",
            "{p} picked up the {w} in the last {n} .", "with one swing of the {w} , {p} {v} the {n} ."]),
-    "caves": dict(
+    "cave": dict(
         w="bat", n=["cave", "wings", "night", "insects", "colony", "roost", "moths", "darkness", "echoes"],
         v=["flew", "hunted", "slept", "hung", "squeaked", "fluttered"],
         p=["the biologist", "a hungry owl", "the explorer", "the children", "a guide"],
