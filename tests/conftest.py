@@ -58,3 +58,13 @@ def eval_models(tmp_path_factory, shared_data) -> dict:
     from eval_fixtures import build_eval_models
 
     return build_eval_models(tmp_path_factory.getbasetemp() / "eval_models", shared_data)
+
+
+@pytest.fixture(scope="session")
+def shakespeare_data(tmp_path_factory, shared_data) -> Path:
+    """tinyshakespeare as a tiny run's data: samples of 65 tokens, 5% held out. Read only."""
+    from data_prep import prepare_and_merge
+
+    out = tmp_path_factory.mktemp("shakespeare") / "shakespeare"
+    prepare_and_merge([shared_data / "tinyshakespeare" / "input.txt"], out, seq_len=64, val_fraction=0.05)
+    return out

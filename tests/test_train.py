@@ -9,16 +9,12 @@ import psutil
 import pytest
 from train_helpers import run_training, start_training, tiny_run_args, train_lines
 
-from data_prep import prepare_and_merge
-
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def shakespeare(tmp_path_factory, shared_data):
-    out = tmp_path_factory.mktemp("data") / "shakespeare"
-    prepare_and_merge([shared_data / "tinyshakespeare" / "input.txt"], out, seq_len=64, val_fraction=0.05)
-    return out
+def shakespeare(shakespeare_data):
+    return shakespeare_data
 
 
 def assert_ok(result):

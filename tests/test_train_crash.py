@@ -18,7 +18,6 @@ from train_helpers import metrics, run_training, start_training, tiny_run_args, 
 
 from backpack_dist import checkpoint
 from backpack_dist.train.failpoints import PAUSE, PAUSED
-from data_prep import prepare_and_merge
 
 pytestmark = pytest.mark.slow
 
@@ -29,10 +28,8 @@ FAILPOINTS = ("step", "validation", "save", "before_complete", "after_complete")
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory, shared_data):
-    out = tmp_path_factory.mktemp("data") / "shakespeare"
-    prepare_and_merge([shared_data / "tinyshakespeare" / "input.txt"], out, seq_len=64, val_fraction=0.05)
-    return out
+def data(shakespeare_data):
+    return shakespeare_data
 
 
 def crash_args(data, run, zero):

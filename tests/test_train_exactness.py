@@ -10,18 +10,14 @@ import pytest
 from crash_helpers import resumed_from, run_until_killed
 from train_helpers import run_training, tiny_run_args, train_lines
 
-from data_prep import prepare_and_merge
-
 pytestmark = pytest.mark.slow
 
 UNSET = {"OMP_NUM_THREADS": None}
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory, shared_data):
-    out = tmp_path_factory.mktemp("data") / "shakespeare"
-    prepare_and_merge([shared_data / "tinyshakespeare" / "input.txt"], out, seq_len=64, val_fraction=0.05)
-    return out
+def data(shakespeare_data):
+    return shakespeare_data
 
 
 def test_sigkill_and_rerun_without_omp_num_threads_is_bit_exact(data, tmp_path):

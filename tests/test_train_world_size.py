@@ -12,7 +12,6 @@ import pytest
 from train_helpers import run_training, tiny_run_args, train_lines
 
 from backpack_dist import sample_ids
-from data_prep import prepare_and_merge
 
 pytestmark = pytest.mark.slow
 
@@ -22,10 +21,8 @@ IDS = {sample_ids.ENV: "1"}
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory, shared_data):
-    out = tmp_path_factory.mktemp("data") / "shakespeare"
-    prepare_and_merge([shared_data / "tinyshakespeare" / "input.txt"], out, seq_len=64, val_fraction=0.05)
-    return out
+def data(shakespeare_data):
+    return shakespeare_data
 
 
 def args_for(data, run, zero):
