@@ -14,7 +14,7 @@ from train_helpers import REPO, env, metrics, run_training, tiny_run_args
 from data_prep import read_dataset_info
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def data(wikitext_data):
     return wikitext_data
 

@@ -13,7 +13,7 @@ from train_helpers import REPO, TINY, env, run_training, tiny_run_args, train_li
 from data_prep import prepare_and_merge
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def data(wikitext_data):
     return wikitext_data
 
