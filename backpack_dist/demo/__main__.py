@@ -8,7 +8,7 @@ would run; rerunning reuses what exists.
 
 from __future__ import annotations
 
-import functools
+import dataclasses
 import json
 import os
 import subprocess
@@ -181,10 +181,43 @@ def summary(out: Path, runs: dict, exports: dict, results: dict, claim, started:
     print("  (see README.md: Cluster)")
 
 
-@functools.wraps(main)  # the flags are main's parameters
-def cli(*args, **kwargs):  # fire passes main's parameters positionally
+@dataclasses.dataclass(frozen=True)
+class DemoOptions:
+    out: str = "demo_out"
+    """The demo's folder: corpus, data, runs, exports, results (a rerun reuses what is there)."""
+    docs: int = 6000
+    """Documents in the generated corpus."""
+    steps: int = 600
+    """Training steps of each model."""
+    d_model: int = 128
+    """Model width."""
+    n_layer: int = 4
+    """Layers."""
+    n_head: int = 4
+    """Attention heads."""
+    n_senses: int = 8
+    """Senses per word of the Backpack."""
+    seq_len: int = 128
+    """Context length."""
+    global_batch: int = 16
+    """Sequences per step."""
+    micro_batch: int = 8
+    """Sequences per process per forward."""
+    nprocs: int = 2
+    """Training processes (GPUs when there are some)."""
+    seed: int = 0
+    """Seeds the corpus and both trainings."""
+
+    def __post_init__(self):
+        for name in ("docs", "steps", "d_model", "n_layer", "n_head", "n_senses", "seq_len", "global_batch",
+                     "micro_batch", "nprocs"):
+            checked_cli.check_range(self, name, low=1)
+
+
+def cli(options: DemoOptions):
+    """Run the demo into --out (default ./demo_out); smaller settings make a faster smoke run."""
     try:
-        main(*args, **kwargs)
+        main(**dataclasses.asdict(options))
     except StageFailed as e:
         print(f"\ndemo failed: {e}; fix the error above and rerun (finished stages are reused)", file=sys.stderr)
         sys.exit(1)
