@@ -60,65 +60,18 @@ def nearest_existing(path) -> Path:
 # --- the options of a command -------------------------------------------------------------------
 
 def options_class(command) -> type:
-    """The options dataclass a command takes: the annotation of its one parameter, or, for a plain
-    function, one made from its signature (a parameter's type from its annotation or default)."""
+    """The options dataclass a command takes: the annotation of its one parameter."""
     params = list(inspect.signature(command).parameters.values())
     hints = typing.get_type_hints(command)
-    if len(params) == 1 and dataclasses.is_dataclass(hints.get(params[0].name)):
-        return hints[params[0].name]
-    fields = []
-    for p in params:
-        if p.kind is p.VAR_KEYWORD:
-            continue
-        if p.kind is p.VAR_POSITIONAL:
-            fields.append((p.name, list[str], positional(default_factory=list)))
-            continue
-        kind = hints.get(p.name)
-        if kind is None:
-            kind = str | None if p.default in (None, inspect.Parameter.empty) else type(p.default)
-        # Only a parameter without a default takes a bare value: `--tasks a b` must not make b the --out.
-        meta = {"positional": p.kind is not p.KEYWORD_ONLY and p.default is inspect.Parameter.empty}
-        default = {} if p.default is inspect.Parameter.empty else {"default": p.default}
-        fields.append((p.name, kind, dataclasses.field(metadata=meta, **default)))
-    cls = dataclasses.make_dataclass(f"{command.__name__}_options", fields, frozen=True, kw_only=True)
-    cls.__doc__ = inspect.getdoc(command)
-    cls.__signature_of__ = command
-    return cls
-
-
-def _call(command, options):
-    """Call a command with its options: the instance itself, or as the plain function's arguments."""
-    target = getattr(type(options), "__signature_of__", None)
-    if target is None:
-        return command(options)
-    args, kwargs = [], {}
-    for p in inspect.signature(command).parameters.values():
-        if p.kind is p.VAR_POSITIONAL:
-            args.extend(getattr(options, p.name))
-        elif p.kind is p.KEYWORD_ONLY:
-            kwargs[p.name] = getattr(options, p.name)
-        elif p.kind is not p.VAR_KEYWORD:
-            args.append(getattr(options, p.name))
-    return command(*args, **kwargs)
-
-
-def _command_table(component) -> dict | None:
-    """{name: function} for a table or a class of commands (its public methods), None for one command."""
-    if isinstance(component, dict):
-        return component
-    if inspect.isclass(component):
-        instance = component()
-        return {n: getattr(instance, n) for n in vars(component) if not n.startswith("_")
-                and callable(getattr(instance, n))}
-    return None
+    if len(params) != 1 or not dataclasses.is_dataclass(hints.get(params[0].name)):
+        raise TypeError(f"{command.__qualname__} must take one options dataclass")
+    return hints[params[0].name]
 
 
 def field_docs(cls) -> dict[str, str]:
     """The docstring under each field (`name: int = 1` then `\"\"\"What it is.\"\"\"`), read from the source."""
     docs = {}
     for klass in reversed([k for k in cls.__mro__ if dataclasses.is_dataclass(k)]):
-        if hasattr(klass, "__signature_of__"):
-            continue  # made from a function's signature: no field docstrings
         body = ast.parse(textwrap.dedent(inspect.getsource(klass))).body[0].body
         for statement, following in zip(body, body[1:], strict=False):
             if (isinstance(statement, ast.AnnAssign) and isinstance(statement.target, ast.Name)
@@ -313,7 +266,7 @@ def usage(name: str, command) -> str:
             head = f"  --{f.name} {_type_name(kind)}{alone}"
         shown = ("required" if default is dataclasses.MISSING else "" if default in ("", None)
                  else f"default: {_show(default)}")
-        doc = docs.get(f.name) or f.metadata.get("help", "")  # a made field carries its help in metadata
+        doc = docs.get(f.name) or f.metadata.get("help", "")  # a field may carry its help in metadata
         text = " ".join(part for part in (doc, f"({shown})" if shown else "") if part)
         lines.append(head)
         if text:
@@ -337,12 +290,11 @@ def _fail(prefix: str, message: str):
 
 def run(commands, argv: list[str] | None = None, name: str | None = None, prefix: str = "error", ignore=(),
         errors: tuple[type[BaseException], ...] = ()):
-    """Run a command (a function of one options dataclass, or a plain function) or one of a table
-    {name: command} (or a class whose public methods are the commands). Bad input exits 2 with
+    """Run a command (a function of one options dataclass) or one of a table {name: command}. Bad input exits 2 with
     one line: a UsageError, or one of `errors`; a command's int return value is the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
     name = name or Path(sys.argv[0]).name
-    command, table = commands, _command_table(commands)
+    command, table = commands, commands if isinstance(commands, dict) else None
     if table is not None:
         if not argv or argv[0].startswith("-"):
             if argv and argv[0] in HELP_FLAGS:
@@ -360,7 +312,7 @@ def run(commands, argv: list[str] | None = None, name: str | None = None, prefix
         return None
     try:
         options = parse_options(options_class(command), argv, ignore)
-        status = _call(command, options)
+        status = command(options)
     except (UsageError, *errors) as e:
         _fail(prefix, str(e))
     if isinstance(status, int) and not isinstance(status, bool):
