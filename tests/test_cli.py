@@ -72,8 +72,10 @@ def test_subcommands_and_positional_arguments():
 
 
 def test_help_is_generated_from_the_fields():
-    text = cli.usage("python -m backpack_dist.train", cli.options_class(TrainConfig) and
-                     __import__("backpack_dist.train.__main__", fromlist=["train"]).train)
+    from backpack_dist.train.__main__ import train
+
+    assert cli.options_class(train) is TrainConfig
+    text = cli.usage("python -m backpack_dist.train", train)
     assert "--eval_batches INT" in text and "the same samples on any number of processes" in text
     assert "--compile / --nocompile" in text and "--precision auto|bf16|fp32" in text and "Optional" not in text
     result = subprocess.run([sys.executable, "-m", "backpack_dist.eval", "--help"], cwd=REPO, capture_output=True,
