@@ -1,12 +1,15 @@
 import os
+import re
 from pathlib import Path
 
 import pytest
-from common import SHARED
+from common import REPO, SHARED
 
 # Under CI only the GPU tests may skip: a test that would skip for a missing browser, cluster,
 # root or shared data is what a user relies on, so there it fails, naming what is missing.
 STRICT = bool(os.environ.get("CI"))
+STREAMING_SHM = re.compile(r"\d{6}_(locals|barrier|next_epoch|cache_usage|shard_states|shard_access_times|resume|"
+                           r"epoch_shape|epoch_data)")
 MAY_SKIP = "gpu"
 
 
@@ -17,6 +20,21 @@ def _skip_reason(report) -> str:
 def _fail_instead(report, where: str) -> None:
     report.outcome = "failed"
     report.longrepr = f"CI is set and only GPU tests may skip, but {where} would skip: {_skip_reason(report)}"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_stale_streaming_memory(request):
+    """Remove mosaicml-streaming's shared memory left by killed processes (earlier runs, the crash
+    tests' SIGKILLs): every new StreamingDataset opens, and keeps open, the files of each prefix
+    already in /dev/shm, so a few hundred stale prefixes exhaust this process's file descriptors.
+    (streaming's clean_stale_shared_memory stops at the first free prefix, so gaps defeat it.)
+    Nothing else may use streaming on this machine while the suite runs; a pytest run started by a
+    test, outside this repository, leaves it alone."""
+    shm = Path("/dev/shm")
+    if Path(request.config.rootpath).resolve() == REPO and shm.is_dir():
+        for path in shm.iterdir():
+            if STREAMING_SHM.fullmatch(path.name):
+                path.unlink(missing_ok=True)
 
 
 @pytest.hookimpl(hookwrapper=True)
