@@ -7,6 +7,7 @@ import multiprocessing as mp
 import os
 import queue
 import shutil
+import signal
 import time
 from pathlib import Path
 
@@ -92,6 +93,10 @@ _progress_queue = None
 def _init_worker(progress_queue) -> None:
     global _progress_queue
     _progress_queue = progress_queue
+    # The job's SIGTERM handler unwinds with SystemExit; a worker doing that while it holds the
+    # pool's result-queue lock can hang the pool's terminate(). Workers just die: the job removes
+    # their half-built parts.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _build_part_in_worker(out_dir: Path, settings: dict, index: int) -> dict:
