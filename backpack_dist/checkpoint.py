@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import atomic
 from .tokenizer import TOKENIZER_FILE
 from .train.failpoints import pause_point
 
@@ -52,15 +53,6 @@ def complete_steps(ckpt_dir) -> list[int]:
 def latest_complete_step(ckpt_dir) -> int | None:
     steps = complete_steps(ckpt_dir)
     return steps[-1] if steps else None
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _sync_to_disk(folder: Path) -> None:
@@ -130,9 +122,9 @@ def save(engine, run_dir, step: int, client_state: dict, keep: int, tokenizer_fi
     torch.distributed.barrier()
     if rank == 0:
         pause_point("before_complete", step)
-        _write_atomically(folder / COMPLETE, json.dumps({"step": step, "world_size": world}) + "\n")
+        atomic.write_text(folder / COMPLETE, json.dumps({"step": step, "world_size": world}) + "\n")
         pause_point("after_complete", step)
-        _write_atomically(ckpt_dir / LATEST, tag + "\n")
+        atomic.write_text(ckpt_dir / LATEST, tag + "\n")
         for old in complete_steps(ckpt_dir)[:-keep]:
             shutil.rmtree(ckpt_dir / tag_for_step(old), ignore_errors=True)
             shutil.rmtree(ckpt_dir / universal_tag(old), ignore_errors=True)  # made to resume on other ranks
