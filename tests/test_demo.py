@@ -72,19 +72,18 @@ def test_demo_pipeline_small(tmp_path):
 def check_claim(export, figures, stdout):
     """The demo checked its claim on the command it showed, and reported the verdict its figures give."""
     claim = json.loads(figures.read_text())
-    assert claim["word"] == "bat" and claim["prompt"] == "the bat" and 0 <= claim["sense"] < 4
-    assert {claim["source"], claim["target"]} == {"baseball", "cave"}
-    assert f"--scale bat:{claim['sense']}=0" in stdout  # the sense measured is the sense the demo zeroed
-    # The figures are the predictions of the model the demo exported, before and after zeroing the sense.
+    assert claim["prompt"] == "the tiny bat" and claim["cue"] == "tiny" and claim["scale"] == "tiny:*=0"
+    assert (claim["source"], claim["target"]) == ("cave", "baseball")
+    assert "--text 'the tiny bat' --scale 'tiny:*=0'" in stdout  # the figures are those of the command shown
+    # The figures are the predictions of the model the demo exported, before and after zeroing the senses.
     model, tokenizer, _ = load_pretrained(export)
-    shown = predict(model, tokenizer, claim["prompt"], [SenseScale("bat", claim["sense"], 0.0)],
-                    top=model.config.vocab_size)
+    shown = predict(model, tokenizer, claim["prompt"], [SenseScale("tiny", None, 0.0)], top=model.config.vocab_size)
     for when in ("before", "after"):
         probs = {p["token"]: p["prob"] for p in shown[when]}
         for topic in ("baseball", "cave"):
             assert claim[when][topic] == pytest.approx(sum(probs[" " + w] for w in topic_words(topic)), abs=1e-5)
-    source, target = claim["source"], claim["target"]
-    holds = claim["after"][source] <= claim["before"][source] / 2 and claim["after"][target] > claim["before"][target]
+    before, after = claim["before"], claim["after"]
+    holds = after["baseball"] >= max(0.1, 2 * before["baseball"]) and after["cave"] < before["cave"]
     assert claim["holds"] == holds
-    verdict = "the sense separates the two topics" if holds else "the intervention did NOT separate the topics"
+    verdict = "took away what says which ' bat' it is" if holds else "the intervention did NOT bring the other topic back"
     assert stdout.count(verdict) == 2  # after the intervention and in the summary

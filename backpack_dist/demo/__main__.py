@@ -11,11 +11,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from .. import atomic
 from .. import cli as checked_cli
 from . import claim as demo_claim
 from .corpus import generate
@@ -33,7 +35,7 @@ def stage(number: int, total: int, title: str) -> None:
 
 
 def run(cmd: list[str], env: dict | None = None) -> None:
-    shown = " ".join(str(c) for c in cmd).replace(PY, "python")
+    shown = shlex.join(str(c) for c in cmd).replace(PY, "python")  # quoted: it can be pasted into a shell
     print(f"$ {shown}", flush=True)
     result = subprocess.run([str(c) for c in cmd], env=env)
     if result.returncode != 0:
@@ -145,14 +147,14 @@ def main(out: str = "demo_out", docs: int = 6000, steps: int = 600, d_model: int
     run([PY, "-m", "backpack_dist.senses", "lookup", "--checkpoint", backpack, "--word", " bat", "--top", 6,
          "--relative"])
 
-    # The sense is chosen, and the claim checked, by zeroing each sense on the prompt (demo/claim.py).
+    # The claim is checked on the same prompt and scale the shown command uses (demo/claim.py).
     claim = demo_claim.measure(backpack)
-    stage(7, total, f"intervention: zero sense {claim.sense} of ' bat', the one whose removal moves the most "
-                    f"probability between its topics ({claim.source} -> {claim.target})")
+    stage(7, total, f"intervention: \"{claim.prompt}\" is a {claim.source} bat; zero every sense of "
+                    f"' {claim.cue}' and the Backpack no longer knows which bat")
     run([PY, "-m", "backpack_dist.senses", "predict", "--checkpoint", backpack, "--text", claim.prompt,
-         "--scale", f"bat:{claim.sense}=0", "--top", 8])
+         "--scale", demo_claim.SCALE, "--top", 8])
     print(f"check: {claim.verdict()}")
-    (out / "results" / "intervention.json").write_text(json.dumps(claim.to_dict(), indent=2) + "\n")
+    atomic.write_json(out / "results" / "intervention.json", claim.to_dict(), indent=2)
 
     summary(out, runs, exports, results, claim, started)
 
