@@ -1,8 +1,8 @@
 """The training loop: data -> DeepSpeed engine -> metrics, checkpoints and a clean stop on
 SIGUSR1/SIGTERM (save at the next step boundary, exit PREEMPTED_EXIT_CODE).
 
-setup() does everything before the first step; loop() is the loop, read top to bottom: the lr,
-accumulate and step, log, validate, the stops, save."""
+setup() does everything before the first step; loop() is the loop, read top to bottom in nanoGPT's
+order: the lr, validate and save, stop, accumulate and step, log."""
 
 from __future__ import annotations
 
@@ -218,16 +218,45 @@ def setup(cfg: TrainConfig) -> Run:
                tokenizer_file=tokenizer_file, step=step, tokens_seen=tokens_seen, log=log, bar=bar, lock=lock)
 
 
+def validate_and_log(run: Run) -> None:
+    """The validation loss (and the sense probes, when asked) of the weights as they are now."""
+    val_loss = run.val.loss(run.engine, run.device)
+    record = {"step": run.step, "val_loss": val_loss, "val_ppl": math.exp(min(val_loss, 700))}
+    if run.cfg.probes:
+        record.update(sense_probes(run.engine, run.model_cfg, run.data_info["tokenizer"], run.cfg.probe_words,
+                                   run.rank))
+    if run.rank == 0:
+        run.log.log(record)
+
+
 def loop(run: Run) -> int:
-    """Steps until --max_steps; the exit status (0, 3 after too many bad steps, PREEMPTED_EXIT_CODE)."""
+    """Steps until --max_steps; the exit status (0, 3 after too many bad steps, PREEMPTED_EXIT_CODE).
+    Read top to bottom as nanoGPT's: the lr, validate and save what the steps so far made, stop,
+    accumulate and step, log."""
     cfg, engine, rank = run.cfg, run.engine, run.rank
     stop, bad = StopRequest(), BadSteps(cfg.max_bad_steps)
     throughput = Throughput(device_peak_flops(), run.world)
     step_tokens = cfg.global_batch * run.seq_len
     failpoints.install(engine.module, lambda: run.step + 1)
     engine.train()
-    while run.step < cfg.max_steps:
-        lr = engine.optimizer.param_groups[0]["lr"]  # the schedule's lr for this step
+    first_step = run.step  # 0, or the step this process resumed from (already validated and saved)
+    while True:
+        lr = engine.optimizer.param_groups[0]["lr"]  # the schedule's lr for the next step
+        if run.step > first_step:
+            if run.val is not None and (run.step % cfg.eval_every == 0 or run.step == cfg.max_steps):
+                validate_and_log(run)
+            stopping = stop.agreed(run.device)  # every rank stops at the same step, or none does
+            if checkpoint.save_due(run.step, cfg.max_steps, cfg.save_every, stopping):
+                checkpoint.save(engine, run.run_dir, run.step, run.client_state(), cfg.keep,
+                                tokenizer_file=run.tokenizer_file)
+            if stopping:
+                if rank == 0:
+                    report(f"stopped by signal {stop.signum or 'on another rank'} after saving step {run.step}; "
+                           f"re-run the same command to resume", run.bar)
+                return PREEMPTED_EXIT_CODE
+        if run.step >= cfg.max_steps:
+            return 0
+
         loss_sum, flops = train_step(engine, run.stream, run.accum, run.device, run.model_cfg, run.world)
         run.step += 1
         run.tokens_seen += step_tokens
@@ -252,28 +281,11 @@ def loop(run: Run) -> int:
                 run.log.log({"step": run.step, "loss": loss, "lr": lr, "grad_norm": grad_norm, **throughput.figures(),
                              "tokens_seen": run.tokens_seen})
             throughput.reset()
-        if run.val is not None and (run.step % cfg.eval_every == 0 or run.step == cfg.max_steps):
-            val_loss = run.val.loss(engine, run.device)
-            record = {"step": run.step, "val_loss": val_loss, "val_ppl": math.exp(min(val_loss, 700))}
-            if cfg.probes:
-                record.update(sense_probes(engine, run.model_cfg, run.data_info["tokenizer"], cfg.probe_words, rank))
-            if rank == 0:
-                run.log.log(record)
-        if bad.exhausted:  # stop before saving: nothing bad is kept
+        if bad.exhausted:  # before the next save: nothing bad is kept
             if rank == 0:
                 report(f"error: stopping at step {run.step} after {bad.in_a_row} non-finite steps in a row; lower "
                        "--lr or check the data, then resume from the last checkpoint", run.bar)
             return 3
-        stopping = stop.agreed(run.device)
-        if checkpoint.save_due(run.step, cfg.max_steps, cfg.save_every, stopping):
-            checkpoint.save(engine, run.run_dir, run.step, run.client_state(), cfg.keep,
-                            tokenizer_file=run.tokenizer_file)
-        if stopping:
-            if rank == 0:
-                report(f"stopped by signal {stop.signum or 'on another rank'} after saving step {run.step}; "
-                       f"re-run the same command to resume", run.bar)
-            return PREEMPTED_EXIT_CODE
-    return 0
 
 
 def train(cfg: TrainConfig) -> int:
