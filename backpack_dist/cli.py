@@ -69,16 +69,20 @@ def options_class(command) -> type:
 
 
 def field_docs(cls) -> dict[str, str]:
-    """The docstring under each field (`name: int = 1` then `\"\"\"What it is.\"\"\"`), read from the source."""
-    docs = {}
+    """The docstring under each field (`name: int = 1` then `\"\"\"What it is.\"\"\"`), read from the
+    source, or a field's metadata["help"]."""
+    docs = {f.name: f.metadata["help"] for f in dataclasses.fields(cls) if "help" in f.metadata}
     for klass in reversed([k for k in cls.__mro__ if dataclasses.is_dataclass(k)]):
-        body = ast.parse(textwrap.dedent(inspect.getsource(klass))).body[0].body
+        try:
+            body = ast.parse(textwrap.dedent(inspect.getsource(klass))).body[0].body
+        except (OSError, TypeError):  # made by dataclasses.make_dataclass: its fields carry metadata["help"]
+            continue
         for statement, following in zip(body, body[1:], strict=False):
             if (isinstance(statement, ast.AnnAssign) and isinstance(statement.target, ast.Name)
                     and isinstance(following, ast.Expr) and isinstance(following.value, ast.Constant)
                     and isinstance(following.value.value, str)):
                 docs[statement.target.id] = " ".join(following.value.value.split())
-    return docs
+    return {f.name: docs[f.name] for f in dataclasses.fields(cls) if f.name in docs}  # in field order
 
 
 def _fields(cls) -> list[dataclasses.Field]:

@@ -10,13 +10,13 @@ import typing
 import torch
 
 from .. import cli
-from .tasks import DEFAULT_TASKS, TASKS, parse_tasks
+from .tasks import DATA_FLAGS, DEFAULT_TASKS, parse_tasks
 
 DTYPES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp32": torch.float32, "float32": torch.float32}
 
 
 @dataclasses.dataclass(frozen=True)
-class EvalOptions:
+class CommonEvalOptions:
     checkpoint: str = cli.positional()
     """An export dir, a training run dir or one of its checkpoints, or a transformers folder."""
     tasks: str = DEFAULT_TASKS
@@ -32,19 +32,6 @@ class EvalOptions:
     """cpu, cuda or cuda:N; default: the GPU when there is one."""
     dtype: typing.Literal["bf16", "fp32"] | None = None
     """bf16 or fp32; default: bf16 autocast on GPUs."""
-    # The tasks' data flags: each is the data_flag of a task in tasks.TASKS.
-    owt_val_dir: str | None = None
-    """Data-prep output holding val/ and dataset.json, instead of rebuilding OWT's split from the hub."""
-    lambada_path: str | None = None
-    """OpenAI's lambada_test.jsonl, instead of the hub."""
-    wikitext_path: str | None = None
-    """wiki.test.raw, instead of the hub."""
-    blimp_dir: str | None = None
-    """Folder of BLiMP's UID.jsonl files, instead of the hub."""
-    similarity_dir: str | None = None
-    """Folder holding, in it or its subfolders, each set's original release (SimLex-999.txt,
-    SimVerb-3500.txt, RG65.txt, WordSim-353 combined.tab) or collection file (EN-SIMLEX-999.txt,
-    EN-SimVerb-3500.txt, EN-RG-65.txt, EN-WS-353-ALL.txt: word, word, score)."""
     progress: bool = True
     """Show progress bars (--noprogress hides them)."""
 
@@ -66,9 +53,14 @@ class EvalOptions:
         return parse_tasks(self.tasks)
 
 
-_missing = sorted({t.data_flag for t in TASKS.values()} - {f.name for f in dataclasses.fields(EvalOptions)})
-if _missing:  # a task added to the table without its flag
-    raise TypeError(f"EvalOptions has no field for the data flag of a task in tasks.TASKS: {', '.join(_missing)}")
+# The tasks' data flags (--lambada_path, ...) are fields too, one per flag in tasks.TASKS with its
+# help: a new task needs no edit here.
+EvalOptions = dataclasses.make_dataclass(
+    "EvalOptions", [(flag, typing.Optional[str], dataclasses.field(default=None, metadata={"help": help}))
+                    for flag, help in DATA_FLAGS.items()],
+    bases=(CommonEvalOptions,), frozen=True)
+EvalOptions.__module__ = __name__
+EvalOptions.__doc__ = "The options of `python -m backpack_dist.eval`: the common ones and each task's data flag."
 
 
 def resolve_device(device, flag: str = "--device") -> str:

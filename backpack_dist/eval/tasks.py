@@ -3,8 +3,7 @@ that names its local data and a line of help. The runner's loops, `--tasks` pars
 valid names, the similarity sets and the `--tasks` help are all read from it.
 
 A new benchmark is its module (a `load_x(path, limit)` and an `evaluate_x(scorer, enc, data)`,
-like lambada.py), one `Task` below and one field in options.EvalOptions for its data flag (the
-import fails with the missing field's name otherwise)."""
+like lambada.py) and one `Task` below: its data flag becomes a field of options.EvalOptions."""
 
 from __future__ import annotations
 
@@ -34,7 +33,9 @@ class Task:
     help: str
     """One line for --help."""
     data_flag: str
-    """The EvalOptions field naming its local data (None there: the hub, where `hub`)."""
+    """The EvalOptions field naming its local data (None there: the hub, where `hub`); tasks may share one."""
+    data_help: str
+    """That flag's line in --help."""
     load: Callable[[Any, int | None, Loaded | None], tuple[Any, dict]]
     """(the data flag's value, --limit, the model where `needs_model` else None) -> (data, record
     for the results file); a bad file or flag is a ValueError that names it."""
@@ -49,9 +50,14 @@ class Task:
     """Its data are checked against the model (tokenizer, context), so they are read after it loads."""
 
 
+SIMILARITY_DIR_HELP = ("Folder holding, in it or its subfolders, each set's original release (SimLex-999.txt, "
+                       "SimVerb-3500.txt, RG65.txt, WordSim-353 combined.tab) or collection file "
+                       "(EN-SIMLEX-999.txt, EN-SimVerb-3500.txt, EN-RG-65.txt, EN-WS-353-ALL.txt: word, word, score).")
+
+
 def _similarity_task(name: str) -> Task:
     title = SETS[name].title
-    return Task(name, f"{title}: Spearman's rho of human ratings and cosines", "similarity_dir",
+    return Task(name, f"{title}: Spearman's rho of human ratings and cosines", "similarity_dir", SIMILARITY_DIR_HELP,
                 load=lambda directory, limit, _: _one(load_similarity(directory, [name]), name),
                 evaluate=lambda m, pairs: evaluate_similarity(m.model, m.enc, pairs, name=name),
                 group="similarity", hub=False)
@@ -64,21 +70,31 @@ def _one(loaded: tuple[dict, dict], name: str) -> tuple[Any, dict]:
 
 TASKS: dict[str, Task] = {task.name: task for task in (
     Task("owt", "OpenWebText validation perplexity, the paper's split", "owt_val_dir",
+         "Data-prep output holding val/ and dataset.json, instead of rebuilding OWT's split from the hub.",
          load=lambda directory, limit, m: load_owt(directory, m.enc, m.model.config.seq_len,
                                                    m.info.get("tokenizer_fingerprint"), limit,
                                                    m.model.config.vocab_size),
          evaluate=lambda m, samples: evaluate_owt(m.scorer, samples), needs_model=True),
     Task("lambada", "LAMBADA, OpenAI's test set: last-word accuracy and perplexity", "lambada_path",
+         "OpenAI's lambada_test.jsonl, instead of the hub.",
          load=lambda path, limit, _: load_lambada(path, limit),
          evaluate=lambda m, texts: evaluate_lambada(m.scorer, m.enc, texts)),
     Task("wikitext", "WikiText raw test articles: word, token and byte perplexity", "wikitext_path",
+         "wiki.test.raw, instead of the hub.",
          load=lambda path, limit, _: load_wikitext(path, limit),
          evaluate=lambda m, articles: evaluate_wikitext(m.scorer, m.enc, articles)),
     Task("blimp", f"BLiMP minimal pairs: accuracy, the mean over its {len(SUBTASKS)} sub-tasks", "blimp_dir",
+         "Folder of BLiMP's UID.jsonl files, instead of the hub.",
          load=lambda directory, limit, _: load_blimp(directory, limit),
          evaluate=lambda m, data: evaluate_blimp(m.scorer, m.enc, data)),
     *(_similarity_task(name) for name in SETS),
 )}
+
+# Each data flag once, with its help, in table order: the EvalOptions fields after the common ones.
+DATA_FLAGS: dict[str, str] = {}
+for _task in TASKS.values():
+    if DATA_FLAGS.setdefault(_task.data_flag, _task.data_help) != _task.data_help:
+        raise TypeError(f"tasks sharing --{_task.data_flag} must give it the same help ({_task.name} does not)")
 
 GROUPS: dict[str, list[str]] = {}
 for _task in TASKS.values():
