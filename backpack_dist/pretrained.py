@@ -6,17 +6,14 @@ transformers folder (backpack_dist/convert)."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .atomic import current_umask
-from .cli import nearest_existing
+from .atomic import check_replaceable, replacing_folder
 from .model import ModelConfig, model_from_config
 from .tokenizer import GPT2, TOKENIZER_FILE, load_tokenizer, tokenizer_fingerprint
 
@@ -27,20 +24,8 @@ CONFIG = "config.json"
 
 def check_export_target(out_dir) -> Path:
     """An export may only replace an earlier export: never a run, a data folder or a user's files."""
-    out_dir = Path(out_dir).absolute()
-    if out_dir.exists() or out_dir.is_symlink():
-        if not out_dir.is_dir():
-            raise ValueError(f"--out {out_dir} is a file; pass a new folder")
-        entries = {p.name for p in out_dir.iterdir()}
-        is_export = (out_dir / CONFIG).is_file() and entries <= {CONFIG, WEIGHTS, TOKENIZER_FILE}
-        if entries and not is_export:
-            shown = ", ".join(sorted(entries)[:3]) + (", ..." if len(entries) > 3 else "")
-            raise ValueError(f"--out {out_dir} exists and is not an earlier export (it holds {shown}); "
-                             "pass a new folder")
-    parent = nearest_existing(out_dir.parent)
-    if not parent.is_dir():
-        raise ValueError(f"--out {out_dir}: {parent} is a file, not a folder")
-    return out_dir
+    return check_replaceable(out_dir, "export", lambda folder, entries: (folder / CONFIG).is_file()
+                             and entries <= {CONFIG, WEIGHTS, TOKENIZER_FILE})
 
 
 def save_pretrained(state_dict: dict, config: ModelConfig, out_dir, *, model_name: str, tokenizer: str = GPT2,
@@ -48,13 +33,9 @@ def save_pretrained(state_dict: dict, config: ModelConfig, out_dir, *, model_nam
     """Write an export atomically: a crash leaves either the old folder or the new one, never half.
     Only an empty folder or an earlier export is replaced (check_export_target)."""
     out_dir = check_export_target(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes it private; an export is for the whole team
-    try:
+    with replacing_folder(out_dir) as tmp:
         tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in state_dict.items()}
         save_file(tensors, tmp / WEIGHTS, metadata={"format": FORMAT})
-        os.chmod(tmp / WEIGHTS, 0o666 & ~current_umask())  # safetensors makes it 0600
         tokenizer_entry = GPT2
         if tokenizer != GPT2:
             shutil.copyfile(tokenizer, tmp / TOKENIZER_FILE)
@@ -62,12 +43,6 @@ def save_pretrained(state_dict: dict, config: ModelConfig, out_dir, *, model_nam
         info = {"format": FORMAT, "model_name": model_name, "model": config.to_dict(), "tokenizer": tokenizer_entry,
                 "tokenizer_fingerprint": tokenizer_fingerprint(tokenizer), **metadata}
         (tmp / CONFIG).write_text(json.dumps(info, indent=2) + "\n")
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir
 
 

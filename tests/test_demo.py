@@ -85,5 +85,6 @@ def check_claim(export, figures, stdout):
     before, after = claim["before"], claim["after"]
     holds = after["baseball"] >= max(0.1, 2 * before["baseball"]) and after["cave"] < before["cave"]
     assert claim["holds"] == holds
-    verdict = "took away what says which ' bat' it is" if holds else "the intervention did NOT bring the other topic back"
+    verdict = ("took away what says which ' bat' it is" if holds
+               else "the intervention did NOT bring the other topic back")
     assert stdout.count(verdict) == 2  # after the intervention and in the summary

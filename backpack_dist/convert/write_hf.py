@@ -5,15 +5,11 @@ flag written off, so the folder computes our function under every attention impl
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 
-from ..atomic import current_umask
-from ..cli import nearest_existing
+from ..atomic import check_replaceable, replacing_folder
 from ..model import ModelConfig
 from ..tokenizer import load_tokenizer
 from .hf_config import from_model_config
@@ -28,22 +24,14 @@ OUR_FILES = {"config.json", SAFETENSORS, PYTORCH_BIN, *TOKENIZER_FILES}
 
 def check_hf_target(out) -> Path:
     """--out may be new, empty or an earlier to-hf output: never a run, an export or a user's files."""
-    out = Path(out).absolute()
-    if out.exists() or out.is_symlink():
-        if not out.is_dir():
-            raise ValueError(f"--out {out} is a file; pass a new folder")
-        entries = {p.name for p in out.iterdir()}
+    def is_ours(folder: Path, entries: set[str]) -> bool:
         try:
-            ours = json.loads((out / "config.json").read_text()).get(MARKER, {}).get("format") == FORMAT
+            marker = json.loads((folder / "config.json").read_text()).get(MARKER, {}).get("format")
         except (OSError, ValueError, AttributeError):
-            ours = False
-        if entries and not (ours and entries <= OUR_FILES):
-            shown = ", ".join(sorted(entries)[:3]) + (", ..." if len(entries) > 3 else "")
-            raise ValueError(f"--out {out} exists and is not an earlier to-hf output (it holds {shown}); "
-                             "pass a new folder")
-    if not nearest_existing(out.parent).is_dir():
-        raise ValueError(f"--out {out}: {nearest_existing(out.parent)} is a file, not a folder")
-    return out
+            return False
+        return marker == FORMAT and entries <= OUR_FILES
+
+    return check_replaceable(out, "to-hf output", is_ours)
 
 
 def hf_state_dict(state_dict: dict, cfg: ModelConfig) -> dict[str, torch.Tensor]:
@@ -68,10 +56,7 @@ def hf_state_dict(state_dict: dict, cfg: ModelConfig) -> dict[str, torch.Tensor]
 def write_hf(state_dict: dict, cfg: ModelConfig, tokenizer: str, out, **provenance) -> Path:
     """Write the folder atomically (a crash leaves the old folder or the new one)."""
     out = check_hf_target(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    os.chmod(tmp, 0o777 & ~current_umask())
-    try:
+    with replacing_folder(out) as tmp:
         tensors = hf_state_dict(state_dict, cfg)
         if cfg.is_backpack:
             # The authors' release is a torch.save file with those shared copies; safetensors
@@ -85,12 +70,4 @@ def write_hf(state_dict: dict, cfg: ModelConfig, tokenizer: str, out, **provenan
         config[MARKER] = {"format": FORMAT, **provenance}
         (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
         write_tokenizer(tmp, tokenizer, cfg.seq_len)
-        for path in tmp.iterdir():
-            os.chmod(path, 0o666 & ~current_umask())
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out

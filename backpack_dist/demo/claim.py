@@ -58,7 +58,8 @@ class Claim:
                     f"' {self.word}' it is: {change}")
         return (f"the intervention did NOT bring the other topic back: zeroing the senses of ' {self.cue}' in "
                 f"\"{self.prompt}\" gave {change} (the claim needs {self.target} words to reach at least "
-                f"{AT_LEAST:.0%} and {FACTOR}x what they had, and {self.source} words to lose). A model trained for this few steps may not have learned the corpus yet")
+                f"{AT_LEAST:.0%} and {FACTOR}x what they had, and {self.source} words to lose). A model trained "
+                f"for few steps may not have learned the corpus yet")
 
     def to_dict(self) -> dict:
         return {**dataclasses.asdict(self), "scale": SCALE, "holds": self.holds}

@@ -22,6 +22,8 @@ import time
 
 import torch
 
+from .. import atomic
+
 NONFINITE_GRADS = "BACKPACK_FAILPOINT_NONFINITE_GRADS"
 PAUSE = "BACKPACK_FAILPOINT_PAUSE"
 PAUSED = "BACKPACK_FAILPOINT_PAUSED"
@@ -51,10 +53,7 @@ def pause_point(phase: str, step: int) -> None:
         return
     marker = os.environ.get(PAUSED)
     if marker:
-        tmp = f"{marker}.tmp"
-        with open(tmp, "w") as f:
-            f.write(f"{phase}:{step}:{rank}\n")
-        os.replace(tmp, marker)
+        atomic.write_text(marker, f"{phase}:{step}:{rank}\n")  # the test waiting on it reads it whole
     while True:  # until killed; a stop signal only sets a flag the loop never sees again
         time.sleep(3600)
 
