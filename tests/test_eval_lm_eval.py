@@ -4,6 +4,7 @@ installed, giving the same LAMBADA and WikiText figures as `python -m backpack_d
 
 import json
 import math
+import os
 import subprocess
 import sys
 
@@ -67,6 +68,32 @@ metric_list:
 """
 
 
+def lm_eval_lambada(tmp_path, shared_data, model: str, model_args: str, *flags: str, site=None) -> dict:
+    """`lm_eval --model MODEL --model_args ARGS FLAGS...` on LAMBADA's first 8 texts (a local yaml task, no
+    download) in a fresh interpreter, offline; also adds `site` (our .pth hook) when given. Its
+    lambada_local results."""
+    lines = (shared_data / "lambada_openai" / "lambada_test.jsonl").read_text().splitlines()[:8]
+    (tmp_path / "lambada8.jsonl").write_text("\n".join(lines) + "\n")
+    tasks = tmp_path / "tasks"
+    tasks.mkdir()
+    (tasks / "lambada_local.yaml").write_text(LAMBADA_TASK.format(path=tmp_path / "lambada8.jsonl"))
+    argv = ["lm_eval", "--model", model, "--model_args", model_args, "--tasks", "lambada_local",
+            "--include_path", str(tasks), "--output_path", str(tmp_path / "out"), *flags]
+    add_site = f"import site; site.addsitedir({str(site)!r}); " if site else ""
+    script = f"{add_site}import sys; sys.argv = {argv!r}; from lm_eval.__main__ import cli_evaluate; cli_evaluate()"
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"})
+    assert run.returncode == 0, run.stderr[-3000:]
+    result_file = next((tmp_path / "out").rglob("results_*.json"))
+    return json.loads(result_file.read_text())["results"]["lambada_local"]
+
+
+def our_lambada(export, texts_file) -> dict:
+    model, enc, _ = load_pretrained(export)
+    texts, _ = load_lambada(texts_file)
+    return evaluate_lambada(Scorer(model, enc.eot_token, progress=False), enc, texts)
+
+
 @pytest.mark.slow
 def test_lm_eval_command_line_matches_our_harness(eval_models, shared_data, tmp_path):
     """`lm_eval --model backpack` from a fresh interpreter whose site dir holds only our .pth hook."""
@@ -75,27 +102,26 @@ def test_lm_eval_command_line_matches_our_harness(eval_models, shared_data, tmp_
     site = tmp_path / "site"
     site.mkdir()
     install(site)
-    lines = (shared_data / "lambada_openai" / "lambada_test.jsonl").read_text().splitlines()[:8]
-    (tmp_path / "lambada8.jsonl").write_text("\n".join(lines) + "\n")
-    tasks = tmp_path / "tasks"
-    tasks.mkdir()
-    (tasks / "lambada_local.yaml").write_text(LAMBADA_TASK.format(path=tmp_path / "lambada8.jsonl"))
     # batch_size and device in --model_args, as docs/eval.md shows: lm_eval also passes its own defaults.
-    argv = ["lm_eval", "--model", "backpack", "--model_args",
-            f"checkpoint={eval_models['backpack']},batch_size=4,device=cpu", "--tasks", "lambada_local",
-            "--include_path", str(tasks), "--output_path", str(tmp_path / "out")]
-    script = (f"import site, sys; site.addsitedir({str(site)!r}); sys.argv = {argv!r}; "
-              "from lm_eval.__main__ import cli_evaluate; cli_evaluate()")
-    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600,
-                         env={**__import__("os").environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"})
-    assert run.returncode == 0, run.stderr[-3000:]
-    result_file = next((tmp_path / "out").rglob("results_*.json"))
-    got = json.loads(result_file.read_text())["results"]["lambada_local"]
-
-    model, enc, _ = load_pretrained(eval_models["backpack"])
-    texts, _ = load_lambada(tmp_path / "lambada8.jsonl")
-    ours = evaluate_lambada(Scorer(model, enc.eot_token, progress=False), enc, texts)
+    got = lm_eval_lambada(tmp_path, shared_data, "backpack",
+                          f"checkpoint={eval_models['backpack']},batch_size=4,device=cpu", site=site)
+    ours = our_lambada(eval_models["backpack"], tmp_path / "lambada8.jsonl")
     assert math.isclose(got["perplexity,none"], ours["ppl"], rel_tol=1e-5)
+    assert math.isclose(got["acc,none"], ours["acc"], abs_tol=1e-9)
+
+
+@pytest.mark.slow
+def test_lm_eval_hf_runs_on_a_transformer_exported_to_hf(eval_models, shared_data, tmp_path):
+    """`lm_eval --model hf --model_args pretrained=DIR` on `convert to-hf`'s folder: transformers'
+    own GPT2LMHeadModel and tokenizer, no hook, and the figures of our harness on our export."""
+    hf_dir = tmp_path / "hf"
+    convert = subprocess.run([sys.executable, "-m", "backpack_dist.convert", "to-hf", str(eval_models["transformer"]),
+                              "--out", str(hf_dir)], capture_output=True, text=True, timeout=300)
+    assert convert.returncode == 0, convert.stderr[-2000:]
+    got = lm_eval_lambada(tmp_path, shared_data, "hf", f"pretrained={hf_dir},dtype=float32",
+                          "--batch_size", "4", "--device", "cpu")
+    ours = our_lambada(eval_models["transformer"], tmp_path / "lambada8.jsonl")
+    assert math.isclose(got["perplexity,none"], ours["ppl"], rel_tol=1e-4)
     assert math.isclose(got["acc,none"], ours["acc"], abs_tol=1e-9)
 
 
