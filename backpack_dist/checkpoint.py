@@ -174,6 +174,12 @@ def load(engine, run_dir, step: int, tag: str | None = None) -> dict:
     if universal:
         for group, settings in zip(engine.optimizer.param_groups, groups, strict=True):
             group.update(settings)
+        # It also puts one `step` tensor in the state of every parameter partition; Adam adds 1 to
+        # it in place for each of them, so the bias correction would count every step twice.
+        inner = getattr(engine.optimizer, "optimizer", engine.optimizer)
+        for state in inner.state.values():
+            if torch.is_tensor(state.get("step")):
+                state["step"] = state["step"].clone()
     if client_state is None:
         raise RuntimeError(f"could not load checkpoint {ckpt_dir / tag}")
     rng_file = ckpt_dir / tag / f"rng_rank{torch.distributed.get_rank()}.pt"

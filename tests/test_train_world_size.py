@@ -44,13 +44,7 @@ def check(result):
     return result.stdout + result.stderr
 
 
-# ZeRO-3 from 1 process onto 2: the first resumed step's loss is right (the weights load), the next
-# are 4e-4 off and growing (the optimizer state does not come back as saved). Measured with
-# DeepSpeed 0.19.8 after restoring each param group's settings in checkpoint.load.
-ZERO3_UNIVERSAL = pytest.mark.xfail(strict=True, reason="ZeRO-3 universal resume 1 -> 2 drifts after one step")
-
-
-@pytest.mark.parametrize("zero", [1, 2, pytest.param(3, marks=ZERO3_UNIVERSAL)])
+@pytest.mark.parametrize("zero", [1, 2, 3])
 def test_resume_on_another_world_size_both_ways(data, tmp_path, zero):
     full = {}
     for world in (1, 2):
@@ -84,5 +78,6 @@ def test_resume_on_another_world_size_both_ways(data, tmp_path, zero):
             assert got[step]["lr"] == pytest.approx(expected[step]["lr"], rel=1e-9, abs=0), step
             assert got[step]["tokens_seen"] == expected[step]["tokens_seen"]
             # Only the order of sums differs (the uninterrupted runs on 1 and 2 agree to a few ulps); a
-            # lost optimizer setting shows within a step (ZeRO-3's universal load: 4.6e-4 after one).
+            # lost optimizer setting shows within a step (ZeRO-3's universal load, before checkpoint.load
+            # unshared Adam's step counters: 3.7e-4 after one).
             assert abs(got[step]["loss"] - expected[step]["loss"]) < 1e-4, (step, got[step], expected[step])
