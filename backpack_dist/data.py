@@ -50,26 +50,37 @@ def _outlive_stop_signals(_worker_id: int) -> None:
         signal.signal(sig, signal.SIG_IGN)
 
 
-def _collate_identified(samples: list[dict], seq_len: int):
-    """collate_tokens plus the samples' global ids (BACKPACK_DEBUG_SAMPLE_IDS)."""
-    from .sample_ids import KEY
+def pack_tokens(samples: list[dict], seq_len: int) -> np.ndarray:
+    """Samples of up to seq_len+1 tokens -> one (B, seq_len+1) int64 array, positions past a
+    short sample's end (the remainder at the end of a data-prep part) set to IGNORE_INDEX.
+    An array, not tensors: a loader worker sends it through its pipe as plain bytes, which costs
+    less than placing tensors in shared memory (a file and a descriptor per tensor per batch)."""
+    rows = [s["tokens"][: seq_len + 1] for s in samples]
+    if all(len(r) == seq_len + 1 for r in rows):
+        return np.stack(rows).astype(np.int64)
+    batch = np.full((len(rows), seq_len + 1), IGNORE_INDEX, dtype=np.int64)
+    for i, tokens in enumerate(rows):
+        batch[i, : len(tokens)] = tokens
+    return batch
 
-    return (*collate_tokens(samples, seq_len), torch.tensor([s[KEY] for s in samples]))
+
+def unpack_tokens(batch: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """pack_tokens' array -> (inputs, targets), (B, seq_len) each: padded inputs read token 0 and
+    padded targets are IGNORE_INDEX, so they add nothing to the loss."""
+    batch = torch.from_numpy(batch)
+    return batch[:, :-1].clamp(min=0), batch[:, 1:].contiguous()
 
 
 def collate_tokens(samples: list[dict], seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Samples of up to seq_len+1 tokens -> (inputs, targets), (B, seq_len) each. Short samples
-    (the remainder at the end of a data-prep part) are padded; their padded targets are ignored."""
-    batch = np.zeros((len(samples), seq_len + 1), dtype=np.int64)
-    targets_valid = np.zeros((len(samples), seq_len), dtype=bool)
-    for i, sample in enumerate(samples):
-        tokens = sample["tokens"][: seq_len + 1]
-        batch[i, : len(tokens)] = tokens
-        targets_valid[i, : len(tokens) - 1] = True
-    batch = torch.from_numpy(batch)
-    targets = batch[:, 1:].clone()
-    targets[~torch.from_numpy(targets_valid)] = IGNORE_INDEX
-    return batch[:, :-1].contiguous(), targets
+    """Samples of up to seq_len+1 tokens -> (inputs, targets), (B, seq_len) each."""
+    return unpack_tokens(pack_tokens(samples, seq_len))
+
+
+def _pack_identified(samples: list[dict], seq_len: int):
+    """pack_tokens plus the samples' global ids (BACKPACK_DEBUG_SAMPLE_IDS)."""
+    from .sample_ids import KEY
+
+    return pack_tokens(samples, seq_len), np.array([s[KEY] for s in samples])
 
 
 class TokenStream:
@@ -80,6 +91,7 @@ class TokenStream:
         from streaming import StreamingDataset
 
         from . import sample_ids
+        from .mds_reader import map_mds_shards
 
         self.with_ids = sample_ids.enabled()  # a debugging aid: the ids of the samples each step took
         self.consumed_ids: list[int] = []
@@ -87,6 +99,7 @@ class TokenStream:
         self.dataset = dataset_class(
             local=local, remote=remote, shuffle=shuffle, shuffle_seed=seed, batch_size=micro_batch,
             num_canonical_nodes=num_canonical_nodes, replication=None)
+        map_mds_shards(self.dataset)
         self.micro_batch, self.seq_len, self.num_workers = micro_batch, seq_len, num_workers
         self.world_size = world_size
         self.epoch, self.sample_in_epoch = 0, 0  # global samples consumed in this epoch
@@ -95,7 +108,7 @@ class TokenStream:
     def _loader(self):
         return torch.utils.data.DataLoader(
             self.dataset, batch_size=self.micro_batch, num_workers=self.num_workers, drop_last=True,
-            collate_fn=lambda s: (_collate_identified if self.with_ids else collate_tokens)(s, self.seq_len),
+            collate_fn=lambda s: (_pack_identified if self.with_ids else pack_tokens)(s, self.seq_len),
             persistent_workers=False,
             worker_init_fn=_outlive_stop_signals,
             generator=torch.Generator())  # its own seed draw must not advance the global (dropout) RNG
@@ -122,9 +135,9 @@ class TokenStream:
                 continue
             self.sample_in_epoch += self.micro_batch * self.world_size
             if self.with_ids:
-                self.consumed_ids += batch[2].tolist()
-                return batch[0], batch[1]
-            return batch
+                batch, ids = batch
+                self.consumed_ids += ids.tolist()
+            return unpack_tokens(batch)
 
     def take_sample_ids(self) -> list[int]:
         """The ids of the samples this rank took since the last call (BACKPACK_DEBUG_SAMPLE_IDS)."""
