@@ -28,12 +28,20 @@ def one_job_registers_at_a_time():
     """Collective: every rank creates its datasets inside. mosaicml-streaming registers a dataset in
     shared memory under the first free prefix, and two jobs starting on one node at the same
     moment can take the same one (FileExistsError: '/000193_locals'). The node's first rank holds
-    a lock in /dev/shm until every rank is done, so one job at a time registers there."""
+    a lock in /dev/shm until every rank is done, so one job at a time registers there. It also
+    removes the shared memory that killed processes left (streaming_memory.remove_stale)."""
+    from .streaming_memory import remove_stale
+
     lock = None
     if int(os.environ.get("LOCAL_RANK", "0")) == 0:
         folder = "/dev/shm" if os.path.isdir("/dev/shm") else "/tmp"
         lock = os.open(os.path.join(folder, "backpack-dist-streaming.lock"), os.O_CREAT | os.O_RDWR, 0o666)
         fcntl.flock(lock, fcntl.LOCK_EX)
+        # Under the lock no job of ours is between creating its files and mapping them.
+        stale = remove_stale()
+        if stale:
+            print(f"removed the streaming shared memory of {len(stale)} killed process(es) from /dev/shm "
+                  f"(prefixes {', '.join(stale[:5])}{', ...' if len(stale) > 5 else ''})", flush=True)
     try:
         torch.distributed.barrier()  # no rank registers before its node holds the lock
         yield

@@ -1,15 +1,12 @@
 import os
-import re
 from pathlib import Path
 
 import pytest
-from common import REPO, SHARED
+from common import SHARED
 
 # Under CI only the GPU tests may skip: a test that would skip for a missing browser, cluster,
 # root or shared data is what a user relies on, so there it fails, naming what is missing.
 STRICT = bool(os.environ.get("CI"))
-STREAMING_SHM = re.compile(r"\d{6}_(locals|barrier|next_epoch|cache_usage|shard_states|shard_access_times|resume|"
-                           r"epoch_shape|epoch_data)")
 MAY_SKIP = "gpu"
 
 
@@ -23,18 +20,14 @@ def _fail_instead(report, where: str) -> None:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def no_stale_streaming_memory(request):
+def no_stale_streaming_memory():
     """Remove mosaicml-streaming's shared memory left by killed processes (earlier runs, the crash
-    tests' SIGKILLs): every new StreamingDataset opens, and keeps open, the files of each prefix
-    already in /dev/shm, so a few hundred stale prefixes exhaust this process's file descriptors.
-    (streaming's clean_stale_shared_memory stops at the first free prefix, so gaps defeat it.)
-    Nothing else may use streaming on this machine while the suite runs; a pytest run started by a
-    test, outside this repository, leaves it alone."""
-    shm = Path("/dev/shm")
-    if Path(request.config.rootpath).resolve() == REPO and shm.is_dir():
-        for path in shm.iterdir():
-            if STREAMING_SHM.fullmatch(path.name):
-                path.unlink(missing_ok=True)
+    tests' SIGKILLs) before the first test: every new StreamingDataset opens, and keeps open, the
+    files of each prefix already in /dev/shm, so a few hundred stale prefixes exhaust this process's
+    file descriptors. A live job's prefixes (another test run on the machine) stay."""
+    from backpack_dist.streaming_memory import remove_stale
+
+    remove_stale()
 
 
 @pytest.hookimpl(hookwrapper=True)
