@@ -37,8 +37,13 @@ def one_job_registers_at_a_time():
         folder = "/dev/shm" if os.path.isdir("/dev/shm") else "/tmp"
         lock = os.open(os.path.join(folder, "backpack-dist-streaming.lock"), os.O_CREAT | os.O_RDWR, 0o666)
         fcntl.flock(lock, fcntl.LOCK_EX)
-        # Under the lock no job of ours is between creating its files and mapping them.
-        stale = remove_stale()
+        # Under the lock no job of ours is between creating its files and mapping them. Best effort:
+        # an error here must not keep this rank from the barrier the others wait at.
+        try:
+            stale = remove_stale()
+        except OSError as e:
+            stale = []
+            print(f"warning: could not check /dev/shm for killed jobs' streaming memory: {e}", flush=True)
         if stale:
             print(f"removed the streaming shared memory of {len(stale)} killed process(es) from /dev/shm "
                   f"(prefixes {', '.join(stale[:5])}{', ...' if len(stale) > 5 else ''})", flush=True)

@@ -6,7 +6,9 @@ SLURM job past its grace period) leaves them. Every later dataset on the node th
 keeps open, the files of each leftover prefix, so after enough kills a trainer runs out of file
 descriptors. streaming's own clean_stale_shared_memory removes every prefix, a live job's too,
 and stops at the first gap in the numbering; this removes the prefixes that no process has open
-or mapped, and only this user's."""
+or mapped, and only this user's. "No process" means none that /proc shows: a job in another PID
+namespace sharing this /dev/shm (a container run with --ipc=host) would look dead, so such setups
+need their own /dev/shm per container (the default)."""
 
 from __future__ import annotations
 
