@@ -6,21 +6,10 @@ from __future__ import annotations
 import os
 import re
 import signal
-import time
 
-from train_helpers import start_training
+from train_helpers import start_training, wait_until
 
 from backpack_dist.train.failpoints import PAUSE, PAUSED
-
-
-def wait_until(predicate, proc, what, timeout=300):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return
-        assert proc.poll() is None, f"the job exited ({proc.returncode}) before {what}"
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def kill_job(proc) -> None:

@@ -7,7 +7,7 @@ import time
 
 import psutil
 import pytest
-from train_helpers import run_training, start_training, tiny_run_args, train_lines
+from train_helpers import run_training, start_training, tiny_run_args, train_lines, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -34,16 +34,6 @@ def test_two_process_training_lowers_loss(shakespeare, tmp_path, family, zero):
     assert (run / "checkpoints" / "step_00000016" / "COMPLETE").is_file()
 
 
-def wait_for(predicate, proc, timeout=240):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return
-        assert proc.poll() is None, f"training exited early with {proc.returncode}"
-        time.sleep(0.05)
-    raise AssertionError("timed out")
-
-
 @pytest.fixture(scope="module")
 def uninterrupted(shakespeare, tmp_path_factory):
     run = tmp_path_factory.mktemp("baseline") / "run"
@@ -55,7 +45,8 @@ def test_sigkill_after_checkpoint_then_rerun_is_bit_exact(shakespeare, uninterru
     run = tmp_path / "run"
     args = tiny_run_args("backpack-micro", shakespeare, run, steps=40, extra=["--dropout", "0.1"])
     proc = start_training(2, args, tmp_path / "killed.log")
-    wait_for(lambda: (run / "checkpoints" / "step_00000020" / "COMPLETE").is_file(), proc)
+    wait_until(lambda: (run / "checkpoints" / "step_00000020" / "COMPLETE").is_file(), proc,
+               "checkpoint 20", timeout=240)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert_ok(run_training(2, args))
@@ -75,7 +66,8 @@ def test_sigusr1_saves_exits_resumable_and_rerun_is_bit_exact(shakespeare, unint
     run = tmp_path / "run"
     args = tiny_run_args("backpack-micro", shakespeare, run, steps=40, extra=["--dropout", "0.1"])
     proc = start_training(2, args, tmp_path / "signalled.log")
-    wait_for(lambda: (run / "checkpoints" / "step_00000010" / "COMPLETE").is_file(), proc)
+    wait_until(lambda: (run / "checkpoints" / "step_00000010" / "COMPLETE").is_file(), proc,
+               "checkpoint 10", timeout=240)
     time.sleep(0.5)
     for worker in worker_processes(proc.pid):
         worker.send_signal(signal.SIGUSR1)
@@ -99,7 +91,8 @@ def test_sigterm_to_every_process_of_the_job_saves_and_exits_resumable(shakespea
     args = tiny_run_args("backpack-micro", shakespeare, run, steps=400,
                          extra=["--num_workers", "1", "--wandb", "offline", "--keep", "1"])
     proc = start_training(1, args, tmp_path / "terminated.log")
-    wait_for(lambda: (run / "checkpoints" / "step_00000010" / "COMPLETE").is_file(), proc)
+    wait_until(lambda: (run / "checkpoints" / "step_00000010" / "COMPLETE").is_file(), proc,
+               "checkpoint 10", timeout=240)
     second = run_training(1, args)  # the same command again while the first runs: refused, nothing touched
     assert second.returncode == 2 and f"is in use by training pid {proc.pid}" in second.stderr, second.stderr[-2000:]
     job = [proc.pid] + [p.pid for p in psutil.Process(proc.pid).children(recursive=True)]

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from common import REPO, TINY_SIZES, as_flags  # REPO re-exported for the tests
@@ -75,6 +76,17 @@ def start_training(nprocs: int, args: list[str], log_path, extra_env=None) -> su
     job_env = {k: v for k, v in {**env(), **(extra_env or {})}.items() if v is not None}
     return subprocess.Popen(train_command(nprocs, args), cwd=REPO, env=job_env, stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)
+
+
+def wait_until(predicate, proc, what, timeout=300):
+    """Poll until predicate() holds; fail if the job `proc` exits first or `timeout` s pass."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return
+        assert proc.poll() is None, f"the job exited ({proc.returncode}) before {what}"
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
 
 
 def metrics(run_dir) -> list[dict]:
