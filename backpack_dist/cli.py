@@ -270,8 +270,7 @@ def usage(name: str, command) -> str:
             head = f"  --{f.name} {_type_name(kind)}{alone}"
         shown = ("required" if default is dataclasses.MISSING else "" if default in ("", None)
                  else f"default: {_show(default)}")
-        doc = docs.get(f.name) or f.metadata.get("help", "")  # a field may carry its help in metadata
-        text = " ".join(part for part in (doc, f"({shown})" if shown else "") if part)
+        text = " ".join(part for part in (docs.get(f.name, ""), f"({shown})" if shown else "") if part)
         lines.append(head)
         if text:
             lines.append(textwrap.fill(text, width=100, initial_indent="      ", subsequent_indent="      "))

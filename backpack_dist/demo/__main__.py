@@ -44,17 +44,10 @@ def run(cmd: list[str], env: dict | None = None) -> None:
 
 def launcher(nprocs: int) -> list[str]:
     """DeepSpeed's launcher; on CPU it runs `nprocs` processes that talk over gloo."""
+    from ..train.engine import free_port
+
     deepspeed = str(Path(PY).parent / "deepspeed")
     return [deepspeed, "--num_gpus", str(nprocs), "--master_port", free_port(), "--module", "backpack_dist.train"]
-
-
-def free_port() -> int:
-    """A free local port: DeepSpeed's default (29500) fails when another job on the machine holds it."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def training_env(nprocs: int) -> dict:

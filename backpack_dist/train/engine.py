@@ -12,16 +12,21 @@ from torch import nn
 from .config import TrainConfig, grad_accumulation_steps
 
 
+def free_port() -> int:
+    """A free local port for a process group's rendezvous (a fixed one, like DeepSpeed's default
+    29500, fails when another job on the machine holds it)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def init_distributed() -> None:
     """Join the process group set up by deepspeed/torchrun/srun, or make a world of one."""
     import deepspeed
 
     if "RANK" not in os.environ:  # a plain `python -m backpack_dist.train`
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
         os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", LOCAL_WORLD_SIZE="1",
-                          MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+                          MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))
     # mosaicml-streaming reads LOCAL_WORLD_SIZE to know which ranks share a node; the deepspeed
     # launcher does not set it.
     if "LOCAL_WORLD_SIZE" not in os.environ:
