@@ -63,12 +63,12 @@ def _outlive_stop_signals(_worker_id: int) -> None:
         signal.signal(sig, signal.SIG_IGN)
 
 
-def pack_tokens(samples: list[dict], seq_len: int) -> np.ndarray:
-    """Samples of up to seq_len+1 tokens -> one (B, seq_len+1) int64 array, positions past a
+def pack_tokens(rows: list[np.ndarray], seq_len: int) -> np.ndarray:
+    """Samples' tokens, up to seq_len+1 each -> one (B, seq_len+1) int64 array, positions past a
     short sample's end (the remainder at the end of a data-prep part) set to IGNORE_INDEX.
     An array, not tensors: a loader worker sends it through its pipe as plain bytes, which costs
     less than placing tensors in shared memory (a file and a descriptor per tensor per batch)."""
-    rows = [s["tokens"][: seq_len + 1] for s in samples]
+    rows = [r[: seq_len + 1] for r in rows]
     if all(len(r) == seq_len + 1 for r in rows):
         return np.stack(rows).astype(np.int64)
     batch = np.full((len(rows), seq_len + 1), IGNORE_INDEX, dtype=np.int64)
@@ -84,16 +84,9 @@ def unpack_tokens(batch: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     return batch[:, :-1].clamp(min=0), batch[:, 1:].contiguous()
 
 
-def collate_tokens(samples: list[dict], seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Samples of up to seq_len+1 tokens -> (inputs, targets), (B, seq_len) each."""
-    return unpack_tokens(pack_tokens(samples, seq_len))
-
-
-def _pack_identified(samples: list[dict], seq_len: int):
-    """pack_tokens plus the samples' global ids (BACKPACK_DEBUG_SAMPLE_IDS)."""
-    from .sample_ids import KEY
-
-    return pack_tokens(samples, seq_len), np.array([s[KEY] for s in samples])
+def collate_tokens(rows: list[np.ndarray], seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Samples' tokens, up to seq_len+1 each -> (inputs, targets), (B, seq_len) each."""
+    return unpack_tokens(pack_tokens(rows, seq_len))
 
 
 class TokenStream:
@@ -101,27 +94,25 @@ class TokenStream:
 
     def __init__(self, local: str, *, remote: str | None, micro_batch: int, seq_len: int, shuffle: bool, seed: int,
                  num_canonical_nodes: int, num_workers: int, world_size: int):
-        from streaming import StreamingDataset
-
         from . import sample_ids
-        from .mds_reader import map_mds_shards
+        from .micro_batches import MicroBatchDataset
 
         self.with_ids = sample_ids.enabled()  # a debugging aid: the ids of the samples each step took
         self.consumed_ids: list[int] = []
-        dataset_class = sample_ids.IdentifiedStreamingDataset if self.with_ids else StreamingDataset
-        self.dataset = dataset_class(
+        self.dataset = MicroBatchDataset(
             local=local, remote=remote, shuffle=shuffle, shuffle_seed=seed, batch_size=micro_batch,
-            num_canonical_nodes=num_canonical_nodes, replication=None)
-        map_mds_shards(self.dataset)
-        self.micro_batch, self.seq_len, self.num_workers = micro_batch, seq_len, num_workers
+            num_canonical_nodes=num_canonical_nodes, replication=None, seq_len=seq_len, with_ids=self.with_ids)
+        self.micro_batch, self.num_workers = micro_batch, num_workers
         self.world_size = world_size
         self.epoch, self.sample_in_epoch = 0, 0  # global samples consumed in this epoch
         self._iterator = None
 
     def _loader(self):
+        from .micro_batches import as_is
+
+        # The dataset yields whole micro batches; the loader only runs it in worker processes.
         return torch.utils.data.DataLoader(
-            self.dataset, batch_size=self.micro_batch, num_workers=self.num_workers, drop_last=True,
-            collate_fn=lambda s: (_pack_identified if self.with_ids else pack_tokens)(s, self.seq_len),
+            self.dataset, batch_size=None, num_workers=self.num_workers, collate_fn=as_is,
             persistent_workers=False,
             worker_init_fn=_outlive_stop_signals,
             generator=torch.Generator())  # its own seed draw must not advance the global (dropout) RNG

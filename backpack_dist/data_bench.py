@@ -1,12 +1,12 @@
 """Data-path benchmark: the tokens/s ONE loader worker delivers from MDS shards, next to what one
 H200 consumes training Transformer-Micro at 50% MFU (issue 16, item 7; goal: 10x).
 
-    python -m backpack_dist.data_bench [--mb 32] [--micro_batch 16,64,256] [--window_mtok 2] [--reps 5]
+    python -m backpack_dist.data_bench [--mb 96] [--micro_batch 16,64,256] [--window_mtok 8] [--reps 5]
                                        [--source FILE.jsonl ...] [--data_dir PREP_OUT] [--out FILE.json]
 
-The path is the trainer's own: `backpack_dist.data.TokenStream` (mosaicml-streaming's
-StreamingDataset over OUT/train, shuffled, 8 canonical nodes, a torch DataLoader with
-num_workers=1 and collate_tokens), over a data-prep output built here from the shared WebText
+The path is the trainer's own: `backpack_dist.data.TokenStream` (micro_batches.MicroBatchDataset,
+mosaicml-streaming's StreamingDataset over OUT/train read a micro batch at a time, shuffled, 8
+canonical nodes, in a torch DataLoader with num_workers=1), over a data-prep output built here from the shared WebText
 documents (data_prep.bench's corpus) unless --data_dir names one. Each rep times one window of
 --window_mtok million tokens per micro batch, interleaved, so load from other users of the
 machine hits every micro batch alike; figures are medians over the reps.
@@ -145,7 +145,7 @@ def measure(train: Path, sizes: list[int], seq_len: int, window: int, reps: int,
     return windows, first_batch, discarded
 
 
-def main(mb: float = 32, micro_batch="16,64,256", window_mtok: float = 2, reps: int = 5, source=None,
+def main(mb: float = 96, micro_batch="16,64,256", window_mtok: float = 8, reps: int = 5, source=None,
          data_dir: str | None = None, out: str | None = None) -> dict:
     from data_prep import read_dataset_info
     from data_prep.bench import WEBTEXT, cpu_name
@@ -196,7 +196,7 @@ def main(mb: float = 32, micro_batch="16,64,256", window_mtok: float = 2, reps: 
             "data": f"{prep} ({'given' if data_dir else 'built from ' + corpus_of(mb, sources)} in {prep_s:.1f} s): "
             f"train {splits.get('train', {}).get('samples', '?')} samples of "
             f"{seq_len}+1 tokens",
-            "loader": "TokenStream: StreamingDataset(shuffle, 8 canonical nodes) + DataLoader(num_workers=1)",
+            "loader": "TokenStream: MicroBatchDataset(shuffle, 8 canonical nodes) + DataLoader(num_workers=1)",
             "window_tokens": window,
             "reps": int(reps),
             "need": {k: (round(v) if k == "tokens_per_s" else v) for k, v in need.items()},
@@ -217,12 +217,12 @@ def main(mb: float = 32, micro_batch="16,64,256", window_mtok: float = 2, reps: 
 
 @dataclasses.dataclass(frozen=True)
 class DataBenchOptions:
-    mb: float = 32
-    """Megabytes of documents prepared for the benchmark."""
+    mb: float = 96
+    """Megabytes of documents prepared for the benchmark (22M tokens: an epoch holds a few windows)."""
     micro_batch: tuple[int, ...] = (16, 64, 256)
     """Micro batch sizes to compare."""
-    window_mtok: float = 2
-    """Million tokens per timed window."""
+    window_mtok: float = 8
+    """Million tokens per timed window (long enough for the worker's CPU time, counted in 10 ms ticks)."""
     reps: int = 5
     """Timed windows per micro batch (figures are medians)."""
     source: tuple[str, ...] = ()

@@ -1,7 +1,8 @@
-"""A faster MDS shard reader for training: the shard file is memory-mapped once per process
-instead of opened, seeked and read twice for every sample (mosaicml-streaming 0.13's MDSReader),
-which was about half of a loader worker's time per sample. Everything else (where the shard is,
-downloading, decompressing, eviction, decoding) stays streaming's."""
+"""Reading a micro batch of tokens from MDS shards at once: each shard file is memory-mapped once
+per process (mosaicml-streaming 0.13's MDSReader opens, seeks and reads twice for every sample),
+and a full-length sample's tokens are taken straight from the map. Where a shard is, downloading,
+decompressing and eviction stay streaming's: a shard whose file is not there yet is read through
+the dataset's own get_item, which prepares it."""
 
 from __future__ import annotations
 
@@ -9,13 +10,16 @@ import mmap
 import os
 import struct
 from collections import OrderedDict
+from time import time_ns
 
+import numpy as np
 from streaming.base.format.mds.reader import MDSReader
 
 # Each map holds a file descriptor and a shuffled epoch touches every shard, so only the most
 # recently read shards stay mapped: a corpus of thousands of shards stays under the fd limit.
 MAX_MAPPED_SHARDS = 64
 _mapped: OrderedDict[str, mmap.mmap] = OrderedDict()  # path -> map, least recently read first
+_UINT16 = np.dtype("<u2")
 
 
 def _shard_map(path: str) -> mmap.mmap:
@@ -25,25 +29,49 @@ def _shard_map(path: str) -> mmap.mmap:
         return mapped
     with open(path, "rb") as f:
         mapped = _mapped[path] = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-    if len(_mapped) > MAX_MAPPED_SHARDS:
-        _mapped.popitem(last=False)[1].close()  # samples handed out are copies: nothing refers to it
+    while len(_mapped) > MAX_MAPPED_SHARDS:
+        _mapped.popitem(last=False)[1].close()  # rows handed out are copies: nothing refers to it
     return mapped
 
 
-class MappedMDSReader(MDSReader):
-    def get_sample_data(self, idx: int) -> bytes:
-        """The raw bytes of sample `idx`, as MDSReader.get_sample_data returns them."""
-        # Mapped when first read: streaming has made the file ready by then (downloaded, decompressed).
-        mapped = _shard_map(os.path.join(self.dirname, self.split, self.raw_data.basename))
+def _full_row_prefix(n_tokens: int) -> bytes:
+    """The bytes before the tokens of an n-token uint16 sample of a one-column MDS shard: the
+    column's size, then the ndarray coder's header (one byte of ndim and shape dtype, the shape).
+    Built from streaming's own coder, so a shard written any other way is decoded by streaming."""
+    from streaming.base.format.mds.encodings import mds_encode
+
+    encoded = mds_encode("ndarray:uint16", np.zeros(n_tokens, dtype=np.uint16))
+    return struct.pack("<I", len(encoded)) + encoded[: -2 * n_tokens]
+
+
+def read_token_rows(dataset, sample_ids: np.ndarray, row_tokens: int) -> list[np.ndarray]:
+    """The `tokens` of each global sample id of a StreamingDataset (copies, in order). Samples of
+    exactly row_tokens tokens, all but a part's last few, are sliced from the shard's map; any
+    other sample is decoded by streaming."""
+    prefix = _full_row_prefix(row_tokens)
+    full_size = len(prefix) + 2 * row_tokens
+    offsets = dataset.sample_offset_per_shard
+    shard_ids = np.searchsorted(offsets, sample_ids, side="right") - 1
+    rows = []
+    for sample_id, shard_id, index in zip(sample_ids.tolist(), shard_ids.tolist(),
+                                          (sample_ids - offsets[shard_ids]).tolist(), strict=True):
+        shard = dataset.shards[shard_id]
+        if type(shard) is not MDSReader or shard.column_encodings != ["ndarray:uint16"]:
+            rows.append(dataset.get_item(sample_id)["tokens"])
+            continue
+        try:
+            mapped = _shard_map(os.path.join(shard.dirname, shard.split, shard.raw_data.basename))
+        except FileNotFoundError:  # compressed and not yet decompressed, or evicted: streaming prepares it
+            rows.append(dataset.get_item(sample_id)["tokens"])
+            continue
         # The header is the sample count, then num_samples + 1 uint32 offsets into the file.
-        begin, end = struct.unpack_from("<II", mapped, (1 + idx) * 4)
-        if begin >= end:
-            raise IndexError(f"Relative sample index {idx} is not present in the {self.raw_data.basename} file.")
-        return mapped[begin:end]
-
-
-def map_mds_shards(dataset) -> None:
-    """Make a StreamingDataset read its MDS shards through MappedMDSReader (other formats unchanged)."""
-    for shard in dataset.shards:
-        if type(shard) is MDSReader:
-            shard.__class__ = MappedMDSReader
+        begin, end = struct.unpack_from("<II", mapped, (1 + index) * 4)
+        if end - begin == full_size and mapped[begin: begin + len(prefix)] == prefix:
+            rows.append(np.frombuffer(mapped, _UINT16, row_tokens, begin + len(prefix)).copy())
+        else:
+            rows.append(shard.decode_sample(mapped[begin:end])["tokens"])
+    # For streaming's cache eviction, which evicts the shards read longest ago.
+    now = time_ns()
+    for shard_id in set(shard_ids.tolist()):
+        dataset._shard_access_times[shard_id] = now
+    return rows

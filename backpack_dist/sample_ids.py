@@ -9,22 +9,12 @@ import json
 import os
 from pathlib import Path
 
-from streaming import StreamingDataset
-
 ENV = "BACKPACK_DEBUG_SAMPLE_IDS"
 FILE = "sample_ids.jsonl"
-KEY = "sample_id"
 
 
 def enabled() -> bool:
     return os.environ.get(ENV, "") not in ("", "0")
-
-
-class IdentifiedStreamingDataset(StreamingDataset):
-    """Each sample carries its global index in the dataset."""
-
-    def get_item(self, sample_id: int, retry: int = 7):
-        return {**super().get_item(sample_id, retry), KEY: sample_id}
 
 
 def log_step(run_dir, step: int, ids: list[int]) -> None:

@@ -26,17 +26,24 @@ def files_in_use(folder: Path = SHM) -> set[str]:
     or mapped. Another user's processes cannot open this user's streaming files (mode 0600)."""
     in_use = set()
     prefix = f"{folder}/"
+
+    def note(path: str) -> None:
+        # A file removed since it was opened shows as "NAME (deleted)": prefixes are reused, so
+        # that old file says nothing about the one of the same name there now.
+        if not path.endswith(" (deleted)"):
+            in_use.add(path)
+
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             with open(f"/proc/{pid}/maps") as maps:
                 for line in maps:
                     at = line.find(prefix)
                     if at >= 0:
-                        in_use.add(line[at + len(prefix):].split()[0])
+                        note(line[at + len(prefix):].rstrip("\n"))
             for fd in os.listdir(f"/proc/{pid}/fd"):
                 target = os.readlink(f"/proc/{pid}/fd/{fd}")
                 if target.startswith(prefix):
-                    in_use.add(target[len(prefix):].split()[0])
+                    note(target[len(prefix):])
         except OSError:  # the process ended, or is not ours to read
             continue
     return in_use

@@ -70,3 +70,22 @@ def test_training_removes_what_killed_processes_left(shakespeare_data, split, tm
     result = run_training(1, tiny_run_args("backpack-micro", shakespeare_data, tmp_path / "run", steps=2))
     assert result.returncode == 0, result.stderr[-3000:]
     assert "removed the streaming shared memory of" in result.stdout and not killed_prefixes & prefixes()
+
+
+def test_a_removed_file_still_mapped_does_not_keep_a_new_one_of_its_name(tmp_path):
+    """Prefixes are reused: a process that still maps a removed 000777_locals (a dataset of an
+    earlier run not yet collected) says nothing about the 000777_locals there now."""
+    import mmap
+
+    old = tmp_path / "000777_locals"
+    old.write_bytes(b"\0" * 4096)
+    with open(old, "r+b") as f:
+        mapped = mmap.mmap(f.fileno(), 0)
+    try:
+        assert remove_stale(tmp_path) == []  # mapped: in use
+        old.unlink()
+        (tmp_path / "000777_locals").write_bytes(b"\0" * 4096)  # a new registration under the same prefix
+        assert remove_stale(tmp_path) == ["000777"]
+        assert not (tmp_path / "000777_locals").exists()
+    finally:
+        mapped.close()

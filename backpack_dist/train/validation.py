@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 from ..data import IGNORE_INDEX, collate_tokens
@@ -31,8 +32,11 @@ class Validation:
         self.indices = mine + [None] * (self.batches * micro_batch - len(mine))
 
     def _batch(self, b: int):
+        from ..mds_reader import read_token_rows
+
         chunk = self.indices[b * self.micro_batch:(b + 1) * self.micro_batch]
-        x, y = collate_tokens([self.dataset[0 if i is None else i] for i in chunk], self.seq_len)
+        ids = np.array([0 if i is None else i for i in chunk], dtype=np.int64)
+        x, y = collate_tokens(read_token_rows(self.dataset, ids, self.seq_len + 1), self.seq_len)
         y[torch.tensor([i is None for i in chunk])] = IGNORE_INDEX
         return x, y
 
