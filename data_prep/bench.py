@@ -143,6 +143,8 @@ from backpack_dist.tokenizer import load_tokenizer, tokenizer_fingerprint
 load_tokenizer("gpt2"), tokenizer_fingerprint("gpt2")
 t3 = time.perf_counter()
 print(json.dumps({"our_imports": t1 - t0, "import_streaming": t2 - t1, "tokenizer_load": t3 - t2}))
+import gc
+gc.freeze()  # as data_prep's main() ends, so the exit measured is the command's
 """
 
 
@@ -150,7 +152,7 @@ def startup_probe() -> dict:
     """Seconds of each fixed piece, measured in fresh processes: the interpreter's start (`python
     -c pass`), our imports, `import streaming`, the tokenizer, and the interpreter's exit (what
     the probe's wall time holds beyond the rest: finalizing every module torch, transformers and
-    sklearn loaded, mostly the garbage collections of shutdown)."""
+    sklearn loaded; the probe freezes the garbage collector first, as the command does)."""
     wall = time.perf_counter()
     subprocess.run([sys.executable, "-c", "pass"], check=True)
     start = time.perf_counter() - wall
