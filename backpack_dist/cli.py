@@ -85,6 +85,15 @@ def field_docs(cls) -> dict[str, str]:
     return {f.name: docs[f.name] for f in dataclasses.fields(cls) if f.name in docs}  # in field order
 
 
+def _generated(klass) -> bool:
+    """Made by dataclasses.make_dataclass (no source of its own), not written in a module."""
+    try:
+        inspect.getsource(klass)
+    except (OSError, TypeError):
+        return True
+    return False
+
+
 def _fields(cls) -> list[dataclasses.Field]:
     return [f for f in dataclasses.fields(cls) if f.init]
 
@@ -259,8 +268,10 @@ def usage(name: str, command) -> str:
     if about:
         lines += [about, ""]
     lines.append("flags:")
-    # The command's own fields first, then those it inherits (e.g. the model overrides).
-    rank = {name: i for i, name in enumerate(n for k in cls.__mro__ for n in vars(k).get("__annotations__", {}))}
+    # The command's own fields first, then those it inherits (e.g. the model overrides); fields
+    # generated from a table (eval's data flags, dataclasses.make_dataclass) after the written ones.
+    classes = sorted(cls.__mro__, key=lambda k: _generated(k))  # stable: MRO order within each group
+    rank = {name: i for i, name in enumerate(n for k in classes for n in vars(k).get("__annotations__", {}))}
     for f in sorted(_fields(cls), key=lambda f: rank.get(f.name, 0)):
         default, kind = _default(f), hints[f.name]
         if _unwrap_optional(kind)[0] is bool:

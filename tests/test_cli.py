@@ -81,6 +81,8 @@ def test_help_is_generated_from_the_fields():
     result = subprocess.run([sys.executable, "-m", "backpack_dist.eval", "--help"], cwd=REPO, capture_output=True,
                             text=True, timeout=120)
     assert result.returncode == 0 and "--owt_val_dir" in result.stdout and "-o," not in result.stdout
+    flags = [line.split()[0] for line in result.stdout.splitlines() if line.startswith("  --")]
+    assert flags[0] == "--checkpoint" and flags.index("--device") < flags.index("--owt_val_dir")  # the table's last
 
 
 @pytest.mark.parametrize("module, args", [
