@@ -10,6 +10,7 @@ import mmap
 import os
 import struct
 from collections import OrderedDict
+from functools import cache
 from time import time_ns
 
 import numpy as np
@@ -34,6 +35,7 @@ def _shard_map(path: str) -> mmap.mmap:
     return mapped
 
 
+@cache
 def _full_row_prefix(n_tokens: int) -> bytes:
     """The bytes before the tokens of an n-token uint16 sample of a one-column MDS shard: the
     column's size, then the ndarray coder's header (one byte of ndim and shape dtype, the shape).
