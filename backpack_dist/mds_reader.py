@@ -1,8 +1,9 @@
-"""Reading a micro batch of tokens from MDS shards at once: each shard file is memory-mapped once
-per process (mosaicml-streaming 0.13's MDSReader opens, seeks and reads twice for every sample),
-and a full-length sample's tokens are taken straight from the map. Where a shard is, downloading,
-decompressing and eviction stay streaming's: a shard whose file is not there yet is read through
-the dataset's own get_item, which prepares it."""
+"""Reading a micro batch of tokens from MDS shards at once: a shard file is memory-mapped when first
+read and stays mapped while among the most recently read (mosaicml-streaming 0.13's MDSReader
+opens, seeks and reads twice for every sample), and a full-length sample's tokens are taken
+straight from the map. Where a shard is, downloading, decompressing and eviction stay streaming's:
+a shard whose file is not there yet is read through the dataset's own get_item, which prepares it,
+and the map of a shard streaming evicted is dropped at the next batch."""
 
 from __future__ import annotations
 
@@ -16,23 +17,41 @@ from time import time_ns
 import numpy as np
 from streaming.base.format.mds.reader import MDSReader
 
+from data_prep.parts import COLUMNS  # the one column data prep writes: tokens, ndarray:uint16
+
 # Each map holds a file descriptor and a shuffled epoch touches every shard, so only the most
 # recently read shards stay mapped: a corpus of thousands of shards stays under the fd limit.
 MAX_MAPPED_SHARDS = 64
-_mapped: OrderedDict[str, mmap.mmap] = OrderedDict()  # path -> map, least recently read first
+# path -> (map, the file's inode), least recently read first
+_mapped: OrderedDict[str, tuple[mmap.mmap, int]] = OrderedDict()
 _UINT16 = np.dtype("<u2")
+_OUR_COLUMNS = (list(COLUMNS), list(COLUMNS.values()))  # as an MDSReader lists them
 
 
 def _shard_map(path: str) -> mmap.mmap:
-    mapped = _mapped.get(path)
-    if mapped is not None:
+    entry = _mapped.get(path)
+    if entry is not None:
         _mapped.move_to_end(path)
-        return mapped
+        return entry[0]
     with open(path, "rb") as f:
-        mapped = _mapped[path] = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        _mapped[path] = (mapped, os.fstat(f.fileno()).st_ino)
     while len(_mapped) > MAX_MAPPED_SHARDS:
-        _mapped.popitem(last=False)[1].close()  # rows handed out are copies: nothing refers to it
+        _mapped.popitem(last=False)[1][0].close()  # rows handed out are copies: nothing refers to it
     return mapped
+
+
+def _drop_maps_of_removed_files() -> None:
+    """A map keeps its file's disk space after streaming evicts the shard (under a cache limit):
+    drop the maps of files gone or replaced since, so the cache stays within its limit."""
+    for path, (mapped, inode) in list(_mapped.items()):
+        try:
+            if os.stat(path).st_ino == inode:
+                continue
+        except FileNotFoundError:
+            pass
+        del _mapped[path]
+        mapped.close()
 
 
 @cache
@@ -42,7 +61,7 @@ def _full_row_prefix(n_tokens: int) -> bytes:
     Built from streaming's own coder, so a shard written any other way is decoded by streaming."""
     from streaming.base.format.mds.encodings import mds_encode
 
-    encoded = mds_encode("ndarray:uint16", np.zeros(n_tokens, dtype=np.uint16))
+    encoded = mds_encode(COLUMNS["tokens"], np.zeros(n_tokens, dtype=np.uint16))
     return struct.pack("<I", len(encoded)) + encoded[: -2 * n_tokens]
 
 
@@ -50,6 +69,8 @@ def read_token_rows(dataset, sample_ids: np.ndarray, row_tokens: int) -> list[np
     """The `tokens` of each global sample id of a StreamingDataset (copies, in order). Samples of
     exactly row_tokens tokens, all but a part's last few, are sliced from the shard's map; any
     other sample is decoded by streaming."""
+    if dataset.cache_limit:  # the only case in which streaming evicts shards
+        _drop_maps_of_removed_files()
     prefix = _full_row_prefix(row_tokens)
     full_size = len(prefix) + 2 * row_tokens
     offsets = dataset.sample_offset_per_shard
@@ -58,7 +79,7 @@ def read_token_rows(dataset, sample_ids: np.ndarray, row_tokens: int) -> list[np
     for sample_id, shard_id, index in zip(sample_ids.tolist(), shard_ids.tolist(),
                                           (sample_ids - offsets[shard_ids]).tolist(), strict=True):
         shard = dataset.shards[shard_id]
-        if type(shard) is not MDSReader or shard.column_encodings != ["ndarray:uint16"]:
+        if type(shard) is not MDSReader or (shard.column_names, shard.column_encodings) != _OUR_COLUMNS:
             rows.append(dataset.get_item(sample_id)["tokens"])
             continue
         try:

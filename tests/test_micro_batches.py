@@ -2,6 +2,8 @@
 gives through a DataLoader: the same sample ids in the same order, the same tokens, on resume and
 in the next epoch, with loader workers, from compressed shards and from shards it must download."""
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -13,6 +15,9 @@ from backpack_dist.micro_batches import MicroBatchDataset, as_is
 from data_prep.parts import COLUMNS, TokenSampleEncoder
 
 SEQ_LEN = 32
+# streaming's resume state: 40 samples of epoch 0 taken
+RESUME_AT_40 = {"epoch": 0, "sample_in_epoch": 40, "num_canonical_nodes": 4, "shuffle_seed": 7,
+                "initial_physical_nodes": 1}
 
 
 @pytest.fixture(autouse=True)
@@ -65,11 +70,14 @@ def assert_same(ours, theirs):
 @pytest.mark.parametrize("compression", [None, "zstd"], ids=["raw", "zstd"])
 @pytest.mark.parametrize("batch,workers", [(8, 0), (5, 2)])
 def test_same_batches_as_streaming_over_two_epochs(tmp_path, compression, batch, workers):
-    local = write_shards(tmp_path / "mds", compression)
+    # Each reader gets its own copy: streaming decompresses a zstd shard beside its zip when first read.
+    mine, reference = write_shards(tmp_path / "ours", compression), write_shards(tmp_path / "theirs", compression)
     kwargs = dict(batch=batch, workers=workers, shuffle=True, shuffle_seed=7, num_canonical_nodes=4, epochs=2)
-    theirs = streamings_batches(local, **kwargs)
-    ours = our_batches(local, **kwargs)
-    assert_same(ours, theirs)
+    assert not list(mine.glob("shard.*.mds")) or compression is None
+    ours = our_batches(mine, **kwargs)
+    assert_same(ours, streamings_batches(reference, **kwargs))
+    if compression:  # read through streaming's get_item, which decompressed the shards
+        assert len(list(mine.glob("shard.*.mds"))) == len(list(mine.glob("shard.*.mds.zstd"))) > 5
     assert any(np.any(t == -100) for _, t in ours)  # short samples were padded: the decoding path ran
     ids = [i for b, _ in ours[: len(ours) // 2] for i in b]
     assert len(set(ids)) == len(ids) and ours[0][0] != ours[len(ours) // 2][0]  # epoch 2 reshuffled
@@ -77,22 +85,33 @@ def test_same_batches_as_streaming_over_two_epochs(tmp_path, compression, batch,
 
 def test_same_batches_after_a_resume_mid_epoch(tmp_path):
     local = write_shards(tmp_path / "mds")
-    state = {"epoch": 0, "sample_in_epoch": 40, "num_canonical_nodes": 4, "shuffle_seed": 7,
-             "initial_physical_nodes": 1}
     kwargs = dict(batch=8, workers=1, shuffle=True, shuffle_seed=7, num_canonical_nodes=4)
-    ours = our_batches(local, state=state, **kwargs)
-    assert_same(ours, streamings_batches(local, state=state, **kwargs))
+    ours = our_batches(local, state=RESUME_AT_40, **kwargs)
+    assert_same(ours, streamings_batches(local, state=RESUME_AT_40, **kwargs))
     whole = our_batches(local, **kwargs)
     assert ours[0][0] == whole[5][0]  # it resumed at sample 40: batch 5 of 8
 
 
-def test_shards_to_download_come_through_streamings_threads(tmp_path):
+@pytest.mark.parametrize("workers,state", [(1, None), (2, RESUME_AT_40)], ids=["1-worker", "2-workers-resumed"])
+def test_shards_to_download_come_through_streamings_threads(tmp_path, workers, state):
     remote = write_shards(tmp_path / "remote", "zstd")
-    kwargs = dict(batch=8, workers=1, shuffle=True, shuffle_seed=7, num_canonical_nodes=4)
+    kwargs = dict(batch=8, workers=workers, state=state, shuffle=True, shuffle_seed=7, num_canonical_nodes=4)
     theirs = streamings_batches(remote, **kwargs)
     ours = our_batches(tmp_path / "cache", remote=str(remote), **kwargs)
     assert_same(ours, theirs)
     assert list((tmp_path / "cache").glob("shard.*.mds"))  # it downloaded and decompressed shards
+
+
+def test_shards_evicted_under_a_cache_limit_are_unmapped(tmp_path):
+    """A map would keep an evicted shard's disk space: the cache would outgrow its limit."""
+    remote = write_shards(tmp_path / "remote", "zstd", samples=1200)
+    kwargs = dict(batch=8, workers=0, shuffle=False)  # in this process, so its maps can be checked
+    ours = our_batches(tmp_path / "cache", remote=str(remote), cache_limit=32_000, **kwargs)
+    assert_same(ours, streamings_batches(remote, **kwargs))
+    shards = len(list(remote.glob("shard.*.mds.zstd")))
+    assert len(list((tmp_path / "cache").glob("shard.*.mds"))) < shards // 2  # streaming evicted
+    ours_mapped = [p for p in mds_reader._mapped if p.startswith(str(tmp_path / "cache"))]
+    assert ours_mapped and all(os.path.exists(p) for p in ours_mapped)
 
 
 def test_token_stream_logs_the_ids_it_trained_on_and_resumes(tmp_path, monkeypatch):
