@@ -111,7 +111,8 @@ def test_shards_evicted_under_a_cache_limit_are_unmapped(tmp_path):
     shards = len(list(remote.glob("shard.*.mds.zstd")))
     assert len(list((tmp_path / "cache").glob("shard.*.mds"))) < shards // 2  # streaming evicted
     ours_mapped = [p for p in mds_reader._mapped if p.startswith(str(tmp_path / "cache"))]
-    assert ours_mapped and all(os.path.exists(p) for p in ours_mapped)
+    # Streaming's threads may evict a shard after the last batch's check; without it nearly all would be gone.
+    assert ours_mapped and sum(not os.path.exists(p) for p in ours_mapped) <= 2
 
 
 def test_token_stream_logs_the_ids_it_trained_on_and_resumes(tmp_path, monkeypatch):
