@@ -74,3 +74,5 @@ class MicroBatchDataset(StreamingDataset):
             yield ids
         wait(futures, return_when="FIRST_EXCEPTION")
         it.exit()
+        for future in futures:  # a failed download ends the loop above: say so, not a short epoch
+            future.result()

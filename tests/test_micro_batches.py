@@ -102,6 +102,15 @@ def test_shards_to_download_come_through_streamings_threads(tmp_path, workers, s
     assert list((tmp_path / "cache").glob("shard.*.mds"))  # it downloaded and decompressed shards
 
 
+def test_a_shard_that_fails_to_download_stops_the_epoch_with_its_error(tmp_path):
+    """streaming's own loop would end the epoch early without a word: the trainer would go on."""
+    remote = write_shards(tmp_path / "remote", "zstd")
+    missing = sorted(remote.glob("shard.*.mds.zstd"))[2]
+    missing.unlink()
+    with pytest.raises(FileNotFoundError, match=missing.name):
+        our_batches(tmp_path / "cache", remote=str(remote), batch=8, workers=0, shuffle=False)
+
+
 def test_shards_evicted_under_a_cache_limit_are_unmapped(tmp_path):
     """A map would keep an evicted shard's disk space: the cache would outgrow its limit."""
     remote = write_shards(tmp_path / "remote", "zstd", samples=1200)
