@@ -68,30 +68,29 @@ def options_class(command) -> type:
     return hints[params[0].name]
 
 
+def _source(klass) -> str | None:
+    """A class's source; None for one made by dataclasses.make_dataclass (or a builtin)."""
+    try:
+        return inspect.getsource(klass)
+    except (OSError, TypeError):
+        return None
+
+
 def field_docs(cls) -> dict[str, str]:
     """The docstring under each field (`name: int = 1` then `\"\"\"What it is.\"\"\"`), read from the
     source, or a field's metadata["help"]."""
     docs = {f.name: f.metadata["help"] for f in dataclasses.fields(cls) if "help" in f.metadata}
     for klass in reversed([k for k in cls.__mro__ if dataclasses.is_dataclass(k)]):
-        try:
-            body = ast.parse(textwrap.dedent(inspect.getsource(klass))).body[0].body
-        except (OSError, TypeError):  # made by dataclasses.make_dataclass: its fields carry metadata["help"]
+        source = _source(klass)
+        if source is None:  # made by dataclasses.make_dataclass: its fields carry metadata["help"]
             continue
+        body = ast.parse(textwrap.dedent(source)).body[0].body
         for statement, following in zip(body, body[1:], strict=False):
             if (isinstance(statement, ast.AnnAssign) and isinstance(statement.target, ast.Name)
                     and isinstance(following, ast.Expr) and isinstance(following.value, ast.Constant)
                     and isinstance(following.value.value, str)):
                 docs[statement.target.id] = " ".join(following.value.value.split())
     return {f.name: docs[f.name] for f in dataclasses.fields(cls) if f.name in docs}  # in field order
-
-
-def _generated(klass) -> bool:
-    """Made by dataclasses.make_dataclass (no source of its own), not written in a module."""
-    try:
-        inspect.getsource(klass)
-    except (OSError, TypeError):
-        return True
-    return False
 
 
 def _fields(cls) -> list[dataclasses.Field]:
@@ -270,7 +269,7 @@ def usage(name: str, command) -> str:
     lines.append("flags:")
     # The command's own fields first, then those it inherits (e.g. the model overrides); fields
     # generated from a table (eval's data flags, dataclasses.make_dataclass) after the written ones.
-    classes = sorted(cls.__mro__, key=lambda k: _generated(k))  # stable: MRO order within each group
+    classes = sorted(cls.__mro__, key=lambda k: _source(k) is None)  # stable: MRO order within each group
     rank = {name: i for i, name in enumerate(n for k in classes for n in vars(k).get("__annotations__", {}))}
     for f in sorted(_fields(cls), key=lambda f: rank.get(f.name, 0)):
         default, kind = _default(f), hints[f.name]
