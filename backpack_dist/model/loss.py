@@ -8,6 +8,10 @@
   them by the incoming gradient. Only one chunk's logits ever exist.
 - "auto": "chunked".
 
+Both multiply by the whole (padded) embedding, so the output matmul keeps the padded width
+(model/config.py's vocab_multiple), and give the padding columns -inf logits (vocab_size given):
+they get no probability, no gradient (the padded rows of E get exactly zero) and are never targets.
+
 Both compute logits in the matmul dtype (bf16 under autocast) and the softmax in fp32; targets
 equal to -100 are ignored; the mean is over the other tokens (NaN when there are none, as in
 F.cross_entropy).
@@ -36,29 +40,36 @@ def _matmul_dtype(h: torch.Tensor, weight: torch.Tensor) -> torch.dtype:
     return torch.promote_types(h.dtype, weight.dtype)
 
 
-def _chunk_logits(h_chunk, weight):
-    return (h_chunk @ weight.T).float()
+def _chunk_logits(h_chunk, weight, vocab_size=None):
+    logits = (h_chunk @ weight.T).float()
+    if vocab_size is not None and vocab_size < logits.shape[1]:
+        logits[:, vocab_size:] = float("-inf")  # padding columns: a fresh fp32 tensor, filled in place
+    return logits
 
 
-def full_cross_entropy(h, weight, targets):
-    """h (N, d), weight (V, d), targets (N,)."""
-    return F.cross_entropy(F.linear(h, weight).float(), targets, ignore_index=IGNORE_INDEX)
+def full_cross_entropy(h, weight, targets, vocab_size=None):
+    """h (N, d), weight (V, d), targets (N,); weight's rows from vocab_size on are padding."""
+    logits = F.linear(h, weight).float()
+    if vocab_size is not None and vocab_size < logits.shape[1]:
+        padding = torch.arange(logits.shape[1], device=logits.device) >= vocab_size
+        logits = logits.masked_fill(padding, float("-inf"))
+    return F.cross_entropy(logits, targets, ignore_index=IGNORE_INDEX)
 
 
-def _chunked_loss_only(h, weight, targets, chunk_tokens):
+def _chunked_loss_only(h, weight, targets, chunk_tokens, vocab_size=None):
     dtype = _matmul_dtype(h, weight)
     h_c, w_c = h.to(dtype), weight.to(dtype)
     total = torch.zeros((), dtype=torch.float32, device=h.device)
     for start in range(0, h.shape[0], chunk_tokens):
         t = targets[start: start + chunk_tokens]
-        logits = _chunk_logits(h_c[start: start + chunk_tokens], w_c)
+        logits = _chunk_logits(h_c[start: start + chunk_tokens], w_c, vocab_size)
         total += F.cross_entropy(logits, t, ignore_index=IGNORE_INDEX, reduction="sum")
     return total / (targets != IGNORE_INDEX).sum()
 
 
 class _ChunkedCrossEntropy(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, h, weight, targets, chunk_tokens):
+    def forward(ctx, h, weight, targets, chunk_tokens, vocab_size):
         dtype = _matmul_dtype(h, weight)
         h_c, w_c = h.to(dtype), weight.to(dtype)
         valid = targets != IGNORE_INDEX
@@ -71,7 +82,7 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
             stop = start + chunk_tokens
             t, keep = targets[start:stop], valid[start:stop]
             safe_t = t.masked_fill(~keep, 0)
-            logits = _chunk_logits(h_c[start:stop], w_c)
+            logits = _chunk_logits(h_c[start:stop], w_c, vocab_size)
             lse = torch.logsumexp(logits, dim=-1)
             target_logit = logits.gather(1, safe_t[:, None]).squeeze(1)
             total += ((lse - target_logit) * keep).sum()
@@ -94,20 +105,22 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
         h_dtype, w_dtype = ctx.input_dtypes
         dh = None if grad_h is None else (grad_h * grad_loss.to(grad_h.dtype)).to(h_dtype)
         dw = None if grad_w is None else (grad_w * grad_loss).to(w_dtype)
-        return dh, dw, None, None
+        return dh, dw, None, None, None
 
 
-def chunked_cross_entropy(h, weight, targets, chunk_tokens: int = DEFAULT_CHUNK_TOKENS):
+def chunked_cross_entropy(h, weight, targets, chunk_tokens: int = DEFAULT_CHUNK_TOKENS, vocab_size=None):
     """The mean cross-entropy of h (N, d) @ weight (V, d)^T against targets (N,), chunk_tokens
     rows at a time; equals full_cross_entropy to rounding."""
     if chunk_tokens < 1:
         raise ValueError(f"chunk_tokens must be at least 1, got {chunk_tokens}")
     if torch.is_grad_enabled() and (h.requires_grad or weight.requires_grad):
-        return _ChunkedCrossEntropy.apply(h, weight, targets, chunk_tokens)
-    return _chunked_loss_only(h, weight, targets, chunk_tokens)
+        return _ChunkedCrossEntropy.apply(h, weight, targets, chunk_tokens, vocab_size)
+    return _chunked_loss_only(h, weight, targets, chunk_tokens, vocab_size)
 
 
-def cross_entropy(h, weight, targets, impl: str = "auto", chunk_tokens: int = DEFAULT_CHUNK_TOKENS):
+def cross_entropy(h, weight, targets, impl: str = "auto", chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
+                  vocab_size: int | None = None):
+    """vocab_size: the real vocabulary; weight's rows after it are padding (masked). None: all real."""
     if impl == "full":
-        return full_cross_entropy(h, weight, targets)
-    return chunked_cross_entropy(h, weight, targets, chunk_tokens)
+        return full_cross_entropy(h, weight, targets, vocab_size)
+    return chunked_cross_entropy(h, weight, targets, chunk_tokens, vocab_size)

@@ -104,8 +104,9 @@ def init_weights(model: nn.Module, n_layer: int) -> None:
 
 
 class LanguageModel(nn.Module):
-    """Shared parts of both LMs: the tied embedding, the output projection sliced to the real
-    vocabulary (padded rows never get probability), and the loss."""
+    """Shared parts of both LMs: the tied embedding, the output projection (users see the real
+    vocabulary; the loss multiplies by the padded matrix and masks the padding columns, so
+    padded rows never get probability), and the loss."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -146,8 +147,9 @@ class LanguageModel(nn.Module):
         hidden = self.final_hidden(input_ids, **kwargs)
         if targets is None:
             return self.logits_from_hidden(hidden)
-        return cross_entropy(hidden.flatten(0, 1), self.output_embedding(), targets.flatten(),
-                             impl=self.loss_impl, chunk_tokens=self.loss_chunk_tokens)
+        # The padded width keeps the output matmuls on an aligned dimension (50264, not 50257).
+        return cross_entropy(hidden.flatten(0, 1), self.wte.weight, targets.flatten(), impl=self.loss_impl,
+                             chunk_tokens=self.loss_chunk_tokens, vocab_size=self.config.vocab_size)
 
 
 class TransformerLM(LanguageModel):
