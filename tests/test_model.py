@@ -186,3 +186,11 @@ def test_intervention_scales_are_exact():
         C, alpha = model.sense_vectors(x), model.sense_weights(x)
         contribution = (alpha[0, 2, :, 3:4] * C[0, 3, 2][None]) @ model.output_embedding().T
     torch.testing.assert_close(edited - base, -contribution[None], atol=1e-5, rtol=1e-5)
+
+
+def test_executed_flops_count_the_padded_output_width():
+    from backpack_dist.model.flops import executed_training_flops_per_token
+
+    cfg = model_config("transformer-small")
+    extra = executed_training_flops_per_token(cfg) - training_flops_per_token(cfg)
+    assert extra == pytest.approx(6 * cfg.d_model * (cfg.padded_vocab_size - cfg.vocab_size))

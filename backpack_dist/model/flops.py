@@ -15,11 +15,13 @@ def parameter_counts(model: nn.Module) -> dict:
     return {"total": total, "non_embedding": total - embedding}
 
 
-def forward_flops_per_token(cfg: ModelConfig, sense_fraction: float = 1.0) -> float:
+def forward_flops_per_token(cfg: ModelConfig, sense_fraction: float = 1.0, output_width: int | None = None) -> float:
     """Forward FLOPs per token. sense_fraction scales the sense network: 1.0 is the
     architecture's definition (once per position); when it runs once per distinct token of a
-    batch, the real work is (distinct tokens / tokens) of that."""
-    d, L, T, V = cfg.d_model, cfg.n_layer, cfg.seq_len, cfg.vocab_size
+    batch, the real work is (distinct tokens / tokens) of that. output_width: the output layer's
+    width, the real vocabulary by default (model FLOPs)."""
+    d, L, T = cfg.d_model, cfg.n_layer, cfg.seq_len
+    V = cfg.vocab_size if output_width is None else output_width
     flops = L * (2 * 12 * d * d + 2 * 2 * T * d)  # block matmuls + QK^T and AV
     flops += 2 * d * V  # tied output layer
     if cfg.is_backpack:
@@ -33,6 +35,12 @@ def forward_flops_per_token(cfg: ModelConfig, sense_fraction: float = 1.0) -> fl
 
 def training_flops_per_token(cfg: ModelConfig, sense_fraction: float = 1.0) -> float:
     return 3 * forward_flops_per_token(cfg, sense_fraction)
+
+
+def executed_training_flops_per_token(cfg: ModelConfig, sense_fraction: float = 1.0) -> float:
+    """The FLOPs the step executes rather than the model's (MFU's numerator): the output layer at
+    the padded width the loss multiplies by (model/loss.py), the sense network's share as given."""
+    return 3 * forward_flops_per_token(cfg, sense_fraction, output_width=cfg.padded_vocab_size)
 
 
 def batch_flops(cfg: ModelConfig, input_ids) -> float:
