@@ -35,8 +35,10 @@ def training_flops_per_token(cfg: ModelConfig, sense_fraction: float = 1.0) -> f
     return 3 * forward_flops_per_token(cfg, sense_fraction)
 
 
-def batch_flops(cfg: ModelConfig, input_ids) -> float:
+def batch_flops(cfg: ModelConfig, input_ids, unique_ids=None) -> float:
     """Training FLOPs of one batch of token ids: a Backpack's sense network runs once per distinct
-    token of the batch, the rest once per token."""
-    distinct = input_ids.unique().numel() / input_ids.numel() if cfg.is_backpack else 1.0
+    token of the batch, the rest once per token. unique_ids: the batch's distinct ids if known."""
+    if cfg.is_backpack and unique_ids is None:
+        unique_ids = input_ids.unique()
+    distinct = unique_ids.numel() / input_ids.numel() if cfg.is_backpack else 1.0
     return training_flops_per_token(cfg, distinct) * input_ids.numel()

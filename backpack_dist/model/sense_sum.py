@@ -21,13 +21,14 @@ over heads. Inputs: q, k (B, n_senses, T, d/k); values (B, n_senses, T, d). Outp
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 
 import torch
 import torch.nn.functional as F
 
-SENSE_SUM_IMPLEMENTATIONS = ("auto", "sdpa", "chunked", "chunked_loop", "flex", "reference")
+SENSE_SUM_IMPLEMENTATIONS = ("auto", "sdpa", "chunked", "chunked_loop", "chunked_wide", "flex", "reference")
 
 
 def causal_softmax_fp32(q, k):
@@ -59,12 +60,26 @@ def sense_sum_chunked(q, k, values):
     return out.view(B, n, chunks, T, width).sum(dim=1).transpose(1, 2).reshape(B, T, d)
 
 
-def sense_sum_chunked_loop(q, k, values):
+def sense_sum_value_chunks(q, k, values, width: int):
+    """One fused-attention call per value chunk of `width` columns, q and k as they are."""
     # split, not slicing: its backward concatenates the chunks' gradients once, where each slice's
     # backward would write a full-size zero tensor.
     parts = [F.scaled_dot_product_attention(q, k, chunk, is_causal=True).sum(dim=1)
-             for chunk in values.split(q.shape[-1], dim=-1)]
-    return torch.cat(parts, dim=-1)
+             for chunk in values.split(width, dim=-1)]
+    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
+
+
+def sense_sum_chunked_loop(q, k, values):
+    return sense_sum_value_chunks(q, k, values, q.shape[-1])
+
+
+def wide_value_width(d: int, limit: int = 128) -> int:
+    """The widest multiple of 8 <= limit dividing d (cuDNN's value-width limit); d if none."""
+    return next((w for w in range(min(limit, d) // 8 * 8, 0, -8) if d % w == 0), d)
+
+
+def sense_sum_chunked_wide(q, k, values):
+    return sense_sum_value_chunks(q, k, values, wide_value_width(values.shape[-1]))
 
 
 def _causal(b, h, q_idx, kv_idx):
@@ -121,6 +136,7 @@ IMPLEMENTATIONS = {
     "sdpa": sense_sum_sdpa,
     "chunked": sense_sum_chunked,
     "chunked_loop": sense_sum_chunked_loop,
+    "chunked_wide": sense_sum_chunked_wide,
     "flex": sense_sum_flex,
     "reference": sense_sum_reference,
 }
@@ -129,6 +145,16 @@ IMPLEMENTATIONS = {
 def sense_sum(q, k, values, impl: str = "auto"):
     """o = sum_l alpha_l @ values_l (B, T, d) with the chosen implementation."""
     return IMPLEMENTATIONS[resolve_sense_sum(impl, q)](q, k, values)
+
+
+@contextlib.contextmanager
+def fused_attention_only():
+    """Run SDPA calls with every backend but MATH, so a fall-back to the kernel that
+    materialises alpha raises instead of running slowly (used by the GPU tests and the bench)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    with sdpa_kernel([SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION]):
+        yield
 
 
 def check_sense_sum_name(impl: str) -> str:
