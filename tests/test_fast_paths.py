@@ -13,7 +13,7 @@ from common import REPO, tiny_overrides
 
 from backpack_dist.model import build_model
 from backpack_dist.model.loss import chunked_cross_entropy, full_cross_entropy
-from backpack_dist.model.sense_sum import SENSE_SUM_IMPLEMENTATIONS, flex_value_width, sense_sum
+from backpack_dist.model.sense_sum import SENSE_SUM_IMPLEMENTATIONS, flex_value_width, sense_sum, wide_value_width
 
 TOL = dict(atol=2e-5, rtol=2e-5)
 FAST_SENSE_SUMS = [impl for impl in SENSE_SUM_IMPLEMENTATIONS if impl != "reference"]
@@ -51,6 +51,20 @@ def test_flex_splits_wide_values_into_chunks_exactly():
     assert flex_value_width(320) == 64
     with torch.no_grad():
         torch.testing.assert_close(sense_sum(q, k, v, impl="flex"), sense_sum(q, k, v, impl="reference"), **TOL)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_chunked_wide_splits_values_and_equals_reference(dtype):
+    """d = 160 > 128: two value chunks of 80 (the widest multiple of 8 <= 128 dividing d), odd T."""
+    assert wide_value_width(160) == 80 and wide_value_width(768) == 128 and wide_value_width(48) == 48
+    q, k, v = (t.detach().to(dtype).requires_grad_() for t in sense_inputs(T=13, n=4, width=40))
+    ref, out = sense_sum(q, k, v, impl="reference"), sense_sum(q, k, v, impl="chunked_wide")
+    tol = TOL if dtype == torch.float32 else {"atol": 2e-2, "rtol": 2e-2}
+    torch.testing.assert_close(out, ref, **tol)
+    upstream = torch.randn_like(ref)
+    for name, a, b in zip("qkv", torch.autograd.grad(out, (q, k, v), upstream),
+                          torch.autograd.grad(ref, (q, k, v), upstream), strict=True):
+        torch.testing.assert_close(a, b, **tol, msg=lambda m, name=name: f"d{name}: {m}")
 
 
 def test_sense_sum_is_causal_attention_summed_over_heads():

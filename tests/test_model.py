@@ -5,8 +5,8 @@ import torch
 from common import tiny_overrides
 
 from backpack_dist.model import MODEL_NAMES, build_model, model_config
-from backpack_dist.model.backpack import causal_softmax_fp32
-from backpack_dist.model.flops import parameter_counts, training_flops_per_token
+from backpack_dist.model.backpack import causal_softmax_fp32, distinct_tokens
+from backpack_dist.model.flops import parameter_counts, sense_sum_flops, training_flops_per_token
 
 # The spec's recount column (vocabulary padded to 50264, tied embeddings).
 RECOUNT = {
@@ -194,3 +194,28 @@ def test_executed_flops_count_the_padded_output_width():
     cfg = model_config("transformer-small")
     extra = executed_training_flops_per_token(cfg) - training_flops_per_token(cfg)
     assert extra == pytest.approx(6 * cfg.d_model * (cfg.padded_vocab_size - cfg.vocab_size))
+
+
+def test_passed_in_distinct_tokens_equal_in_model_path_exactly():
+    """The loop's CPU-computed distinct tokens give the same loss and gradients, bit for bit."""
+    model = build_model("backpack-micro", **tiny_overrides())
+    x, y = torch.randint(0, 10, (2, 9)), torch.randint(0, 10, (2, 9))
+
+    def loss_and_grads(**kwargs):
+        torch.manual_seed(3)  # the same dropout masks in both runs
+        model.zero_grad()
+        loss = model(x, targets=y, **kwargs)
+        loss.backward()
+        return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
+
+    (loss_a, grads_a), (loss_b, grads_b) = loss_and_grads(), loss_and_grads(unique_tokens=distinct_tokens(x))
+    assert torch.equal(loss_a, loss_b) and grads_a.keys() == grads_b.keys()
+    assert all(torch.equal(grads_a[n], grads_b[n]) for n in grads_a)
+    assert any(g.abs().sum() > 0 for g in grads_a.values())
+
+
+def test_sense_sum_flops_counts_repeated_qk_per_value_chunk():
+    cfg = model_config("backpack-small")
+    ratio = {impl: (f := sense_sum_flops(impl, cfg, 32, 512))["executed"] / f["defined"]
+             for impl in ("sdpa", "chunked", "chunked_wide", "flex")}
+    assert ratio == pytest.approx({"sdpa": 1.0, "chunked": 32 / 17, "chunked_wide": 22 / 17, "flex": 19 / 17})

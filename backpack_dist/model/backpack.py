@@ -15,6 +15,12 @@ from .transformer import MLP, LanguageModel, init_weights
 __all__ = ["BackpackLM", "SenseNetwork", "causal_softmax_fp32"]
 
 
+def distinct_tokens(input_ids):
+    """(distinct ids, inverse index) of a batch: what sense_vectors gathers by. On a GPU tensor
+    torch.unique waits for the device, so the loop calls this on the CPU batch."""
+    return torch.unique(input_ids, return_inverse=True)
+
+
 class SenseNetwork(nn.Module):
     """C(x) from the word embedding alone: a residual block without attention, then an MLP to
     k*d. The extra LayerNorms and residual are in the authors' code (the paper's appendix calls
@@ -56,11 +62,13 @@ class BackpackLM(LanguageModel):
     def implementation(self) -> dict:
         return {"sense_sum": self.sense_sum_impl, **super().implementation()}
 
-    def sense_vectors(self, input_ids):
+    def sense_vectors(self, input_ids, unique_tokens=None):
         """C(x_j) for every position: (B, T, k, d). Computed once per distinct token id and
         gathered, which is exact because C depends on the token id alone. (In training, one
-        dropout mask is then shared by all positions of a token.)"""
-        unique_ids, inverse = torch.unique(input_ids, return_inverse=True)
+        dropout mask is then shared by all positions of a token.) unique_tokens: distinct_tokens()
+        of these ids, computed on the CPU copy by the training loop so that forward has no
+        GPU->CPU sync; without it it is computed here."""
+        unique_ids, inverse = unique_tokens if unique_tokens is not None else distinct_tokens(input_ids)
         return self.sense_network(self.wte(unique_ids))[inverse]
 
     def _queries_keys(self, input_ids):
@@ -74,11 +82,11 @@ class BackpackLM(LanguageModel):
         """alpha: (B, k, T, T), causal, each row sums to 1 (fp32)."""
         return causal_softmax_fp32(*self._queries_keys(input_ids))
 
-    def final_hidden(self, input_ids, sense_scales=None):
+    def final_hidden(self, input_ids, sense_scales=None, unique_tokens=None):
         """o (B, T, d). sense_scales (B, T, k), if given, multiplies alpha[l, :, j] for every
         position j and sense l (the paper's sense-weight intervention)."""
         q, k = self._queries_keys(input_ids)
-        senses = self.sense_vectors(input_ids)
+        senses = self.sense_vectors(input_ids, unique_tokens)
         if sense_scales is not None:
             # Scaling column j of alpha_l is the same as scaling C(x_j)_l: o is linear in both.
             senses = senses * sense_scales.unsqueeze(-1).to(senses.dtype)

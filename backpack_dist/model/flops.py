@@ -43,8 +43,25 @@ def executed_training_flops_per_token(cfg: ModelConfig, sense_fraction: float = 
     return 3 * forward_flops_per_token(cfg, sense_fraction, output_width=cfg.padded_vocab_size)
 
 
-def batch_flops(cfg: ModelConfig, input_ids) -> float:
+def batch_flops(cfg: ModelConfig, input_ids, unique_ids=None) -> float:
     """Training FLOPs of one batch of token ids: a Backpack's sense network runs once per distinct
-    token of the batch, the rest once per token."""
-    distinct = input_ids.unique().numel() / input_ids.numel() if cfg.is_backpack else 1.0
+    token of the batch, the rest once per token. unique_ids: the batch's distinct ids if known."""
+    if cfg.is_backpack and unique_ids is None:
+        unique_ids = input_ids.unique()
+    distinct = unique_ids.numel() / input_ids.numel() if cfg.is_backpack else 1.0
     return training_flops_per_token(cfg, distinct) * input_ids.numel()
+
+
+def sense_sum_flops(impl: str, cfg: ModelConfig, batch: int, seq_len: int) -> dict:
+    """Training FLOPs of one batch's sense sum: "defined" (QK^T once over k heads of d/k, then
+    alpha @ C at width d per head) and "executed" by `impl`, which repeats QK^T once per value
+    chunk. Same convention as above (full T x T, backward = 2x forward), so only the chunk count
+    changes the ratio: at Backpack-Small chunked/chunked_loop 32/17 = 1.88, chunked_wide 22/17 =
+    1.29, flex 19/17 = 1.12, sdpa 1.0 ("auto" counted as what it resolves to on a GPU in bf16)."""
+    from .sense_sum import flex_value_width, wide_value_width
+
+    d, k, T = cfg.d_model, cfg.n_senses, seq_len
+    value_chunks = {"sdpa": 1, "reference": 1, "chunked": k, "auto": k, "chunked_loop": k,
+                    "chunked_wide": d // wide_value_width(d), "flex": d // flex_value_width(d)}[impl]
+    per_token = {"defined": 2 * T * d + 2 * T * k * d, "executed": value_chunks * 2 * T * d + 2 * T * k * d}
+    return {name: 3 * flops * batch * T for name, flops in per_token.items()}

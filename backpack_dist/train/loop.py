@@ -21,6 +21,7 @@ import torch
 from .. import checkpoint
 from ..data import TokenStream, one_job_registers_at_a_time
 from ..model import ModelConfig, model_config, model_from_config
+from ..model.backpack import distinct_tokens
 from ..model.flops import batch_flops
 from . import exactness, failpoints
 from .config import (
@@ -98,9 +99,12 @@ def train_step(engine, stream, accum: int, device, model_cfg, world: int):
     loss_sum, flops = torch.zeros((), device=device), 0.0
     for _ in range(accum):
         x, y = next(stream)
-        flops += batch_flops(model_cfg, x) * world
+        # A Backpack's distinct ids, found here on the CPU copy: in forward they would sync the GPU.
+        tokens = distinct_tokens(x) if model_cfg.is_backpack else None
+        flops += batch_flops(model_cfg, x, None if tokens is None else tokens[0]) * world
+        extra = {} if tokens is None else {"unique_tokens": tuple(t.to(device, non_blocking=True) for t in tokens)}
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        loss = engine(x, targets=y)
+        loss = engine(x, targets=y, **extra)
         engine.backward(loss)
         engine.step()  # DeepSpeed clips and steps the optimizer only at the accumulation boundary
         loss_sum += loss.detach().float()
