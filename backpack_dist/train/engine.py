@@ -9,6 +9,7 @@ import socket
 import torch
 from torch import nn
 
+from ..cli import UsageError
 from .config import TrainConfig, grad_accumulation_steps
 
 
@@ -65,6 +66,7 @@ def deepspeed_config(base: dict, cfg: TrainConfig, world_size: int) -> dict:
     ds["gradient_clipping"] = cfg.grad_clip
     ds["zero_allow_untested_optimizer"] = True  # our AdamW subclass below
     ds["bf16"] = {"enabled": use_bf16(cfg)}
+    ds["data_types"] = {**ds.get("data_types", {}), **grad_accum_dtype(ds, use_bf16(cfg))}
     ds["scheduler"] = {
         "type": "WarmupDecayLR",
         "params": {"warmup_min_lr": 0.0, "warmup_max_lr": cfg.lr, "warmup_num_steps": cfg.resolved_warmup_steps,
@@ -75,6 +77,27 @@ def deepspeed_config(base: dict, cfg: TrainConfig, world_size: int) -> dict:
                            "params": {"lr": cfg.lr, "betas": list(cfg.betas), "eps": cfg.eps,
                                       "weight_decay": cfg.weight_decay}}
     return ds
+
+
+def grad_accum_dtype(ds: dict, bf16: bool) -> dict:
+    """{"grad_accum_dtype": "fp32"} where DeepSpeed can accumulate bf16 gradients in fp32, else {}.
+
+    With bf16 weights DeepSpeed accumulates in the weights' dtype unless told otherwise
+    (engine.py get_data_types), so ZeRO-1/2 would sum gradient_accumulation_steps micro batches in
+    bf16 (8 at the paper's batch on 8 GPUs). fp32 selects BF16_Optimizer under ZeRO-1 and an fp32
+    gradient partition under ZeRO-2 and ZeRO-3 (with or without offload); ZeRO-0 with bf16 has no
+    fp32 accumulation (DeepSpeed raises NotImplementedError), so its gradients stay bf16 there.
+    A grad_accum_dtype in the user's JSON is kept. docs/benchmarks.md has the source lines and
+    the measured errors (python -m backpack_dist.train.accum_precision)."""
+    from .run_dir import zero_stage  # run_dir imports this module
+
+    explicit = ds.get("data_types", {}).get("grad_accum_dtype")
+    if explicit is not None:
+        if bf16 and zero_stage(ds) == 0 and explicit == "fp32":
+            raise UsageError("ZeRO stage 0 with bf16 cannot accumulate gradients in fp32 (DeepSpeed 0.19 has no "
+                             "such optimizer): remove data_types.grad_accum_dtype or use ds_configs/zero1.json")
+        return {}
+    return {"grad_accum_dtype": "fp32"} if bf16 and zero_stage(ds) > 0 else {}
 
 
 class GuardedAdamW(torch.optim.AdamW):
