@@ -80,15 +80,16 @@ def deepspeed_config(base: dict, cfg: TrainConfig, world_size: int) -> dict:
 
 
 def grad_accum_dtype(ds: dict, bf16: bool) -> dict:
-    """{"grad_accum_dtype": "fp32"} where DeepSpeed can accumulate bf16 gradients in fp32, else {}.
+    """{"grad_accum_dtype": "fp32"} where DeepSpeed can accumulate bf16 gradients in fp32 and we
+    can still read its checkpoints, else {}.
 
     With bf16 weights DeepSpeed accumulates in the weights' dtype unless told otherwise
-    (engine.py get_data_types), so ZeRO-1/2 would sum gradient_accumulation_steps micro batches in
-    bf16 (8 at the paper's batch on 8 GPUs). fp32 selects BF16_Optimizer under ZeRO-1 and an fp32
-    gradient partition under ZeRO-2 and ZeRO-3 (with or without offload); ZeRO-0 with bf16 has no
-    fp32 accumulation (DeepSpeed raises NotImplementedError), so its gradients stay bf16 there.
-    A grad_accum_dtype in the user's JSON is kept. docs/benchmarks.md has the source lines and
-    the measured errors (python -m backpack_dist.train.accum_precision)."""
+    (engine.py get_data_types): gradient_accumulation_steps micro batches summed in bf16 (8 at the
+    paper's batch on 8 GPUs). fp32 gives ZeRO-2 and ZeRO-3 (with or without offload) an fp32
+    gradient partition. ZeRO-1 is left in bf16: its fp32 path swaps in BF16_Optimizer, whose
+    checkpoints DeepSpeed's zero_to_fp32 (our export and load) cannot read. ZeRO-0 with bf16 has no
+    fp32 accumulation at all. A grad_accum_dtype in the user's JSON is kept. docs/benchmarks.md
+    has the source lines."""
     from .run_dir import zero_stage  # run_dir imports this module
 
     explicit = ds.get("data_types", {}).get("grad_accum_dtype")
@@ -97,7 +98,7 @@ def grad_accum_dtype(ds: dict, bf16: bool) -> dict:
             raise UsageError("ZeRO stage 0 with bf16 cannot accumulate gradients in fp32 (DeepSpeed 0.19 has no "
                              "such optimizer): remove data_types.grad_accum_dtype or use ds_configs/zero1.json")
         return {}
-    return {"grad_accum_dtype": "fp32"} if bf16 and zero_stage(ds) > 0 else {}
+    return {"grad_accum_dtype": "fp32"} if bf16 and zero_stage(ds) >= 2 else {}
 
 
 class GuardedAdamW(torch.optim.AdamW):
