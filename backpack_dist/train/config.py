@@ -87,7 +87,10 @@ class TrainConfig(ModelOverrides):
     loss_impl: str = "auto"
     """The loss implementation (model/loss.py); all are exact."""
     compile: bool = False
-    """torch.compile the model."""
+    """torch.compile the model (DeepSpeed's engine.compile). ZeRO-0/1/2: the whole forward compiles
+    (graph breaks only where the model syncs with the host); ZeRO-3: DeepSpeed's parameter
+    gather/release hooks break the graph at every submodule, so little fuses. Off by default until
+    a GPU run shows it pays (docs/benchmarks.md)."""
     init_from: str | None = None
     """Start from trained weights (an export, run, checkpoint or transformers folder; its sizes)."""
     probes: bool = True

@@ -9,6 +9,7 @@ import socket
 import torch
 from torch import nn
 
+from ..cli import UsageError
 from .config import TrainConfig, grad_accumulation_steps
 
 
@@ -65,6 +66,7 @@ def deepspeed_config(base: dict, cfg: TrainConfig, world_size: int) -> dict:
     ds["gradient_clipping"] = cfg.grad_clip
     ds["zero_allow_untested_optimizer"] = True  # our AdamW subclass below
     ds["bf16"] = {"enabled": use_bf16(cfg)}
+    ds["data_types"] = {**ds.get("data_types", {}), **grad_accum_dtype(ds, use_bf16(cfg))}
     ds["scheduler"] = {
         "type": "WarmupDecayLR",
         "params": {"warmup_min_lr": 0.0, "warmup_max_lr": cfg.lr, "warmup_num_steps": cfg.resolved_warmup_steps,
@@ -75,6 +77,28 @@ def deepspeed_config(base: dict, cfg: TrainConfig, world_size: int) -> dict:
                            "params": {"lr": cfg.lr, "betas": list(cfg.betas), "eps": cfg.eps,
                                       "weight_decay": cfg.weight_decay}}
     return ds
+
+
+def grad_accum_dtype(ds: dict, bf16: bool) -> dict:
+    """{"grad_accum_dtype": "fp32"} where DeepSpeed can accumulate bf16 gradients in fp32 and we
+    can still read its checkpoints, else {}.
+
+    With bf16 weights DeepSpeed accumulates in the weights' dtype unless told otherwise
+    (engine.py get_data_types): gradient_accumulation_steps micro batches summed in bf16 (8 at the
+    paper's batch on 8 GPUs). fp32 gives ZeRO-2 and ZeRO-3 (with or without offload) an fp32
+    gradient partition. ZeRO-1 is left in bf16: its fp32 path swaps in BF16_Optimizer, whose
+    checkpoints DeepSpeed's zero_to_fp32 (our export and load) cannot read. ZeRO-0 with bf16 has no
+    fp32 accumulation at all. A grad_accum_dtype in the user's JSON is kept. docs/benchmarks.md
+    has the source lines."""
+    from .run_dir import zero_stage  # run_dir imports this module
+
+    explicit = ds.get("data_types", {}).get("grad_accum_dtype")
+    if explicit is not None:
+        if bf16 and zero_stage(ds) == 0 and explicit == "fp32":
+            raise UsageError("ZeRO stage 0 with bf16 cannot accumulate gradients in fp32 (DeepSpeed 0.19 has no "
+                             "such optimizer): remove data_types.grad_accum_dtype or use ds_configs/zero1.json")
+        return {}
+    return {"grad_accum_dtype": "fp32"} if bf16 and zero_stage(ds) >= 2 else {}
 
 
 class GuardedAdamW(torch.optim.AdamW):
