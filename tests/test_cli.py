@@ -3,6 +3,7 @@ before it does any work, with one line, exit status 2 and nothing written; value
 the options' field types from the raw text."""
 
 import dataclasses
+import json
 import re
 import subprocess
 import sys
@@ -155,3 +156,25 @@ def test_the_shipped_recipes_are_valid_train_configs():
         cfg = cli.parse_options(TrainConfig, ["--config", str(REPO / "configs" / f"{model}.toml")])
         assert cfg.model == model and (cfg.global_batch, cfg.max_steps, cfg.lr) == (1024, 100_000, 6e-4)
     assert sorted(p.stem for p in (REPO / "configs").glob("*.toml")) == sorted(MODEL_NAMES)
+
+
+def test_a_run_is_re_created_from_its_config_json(shakespeare_data, tmp_path, capsys):
+    """A tiny run writes RUN/config.json; --config of it gives the same options as the run's own
+    command line (what the run recorded beside them is skipped, and said)."""
+    from train_helpers import run_training, tiny_run_args
+
+    from backpack_dist.train.run_dir import RECORDED_KEYS
+
+    run = tmp_path / "run"
+    args = tiny_run_args("transformer-micro", shakespeare_data, run, steps=2, extra=["--probe_words", " a, b"])
+    result = run_training(1, args)
+    assert result.returncode == 0, result.stderr[-2000:]
+    saved = run / "config.json"
+    assert set(RECORDED_KEYS) < set(json.loads(saved.read_text()))
+    again = cli.parse_options(TrainConfig, ["--config", str(saved)], recorded=RECORDED_KEYS)
+    assert again == cli.parse_options(TrainConfig, args) and again.warmup_steps == 2
+    assert f"note: {saved}: not options, ignored: data, checkpoint_layout, cpu_threads" in capsys.readouterr().err
+    assert cli.parse_options(TrainConfig, ["--config", str(saved), "--max_steps", "4"], recorded=RECORDED_KEYS) == \
+        dataclasses.replace(again, max_steps=4)
+    with pytest.raises(cli.UsageError, match="unknown key 'data'"):  # only a run's own command skips them
+        cli.parse_options(TrainConfig, ["--config", str(saved)])
