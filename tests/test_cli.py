@@ -178,3 +178,12 @@ def test_a_run_is_re_created_from_its_config_json(shakespeare_data, tmp_path, ca
         dataclasses.replace(again, max_steps=4)
     with pytest.raises(cli.UsageError, match="unknown key 'data'"):  # only a run's own command skips them
         cli.parse_options(TrainConfig, ["--config", str(saved)])
+
+
+def test_a_config_file_with_a_typo_stops_the_tool_with_one_line(shared_data, tmp_path):
+    out = tmp_path / "out"
+    path = write(tmp_path, f'input = "{shared_data}/tinyshakespeare/input.txt"\nout_dir = "{out}"\nseqlen = 64\n')
+    result = subprocess.run([sys.executable, "-m", "data_prep", "text", "--config", path], cwd=REPO,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and not out.exists()
+    assert result.stderr.strip() == f"data_prep: error: {path}: unknown key 'seqlen'; did you mean seq_len?"
