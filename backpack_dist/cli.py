@@ -3,7 +3,8 @@ types and ranges checked in its __post_init__); `run` dispatches a command table
 
 fire reads the command line into raw strings (every value parsed as `str`), and the values are
 parsed here by the fields' types, so `--name 3.10` stays "3.10" for a text field and `a,b` stays
-text; `--help` is generated from the fields. Every check runs before the command does: a
+text; `--help` is generated from the fields. `--config FILE` reads any of the fields from a TOML file
+below the flags (config_file.py). Every check runs before the command does: a
 mistyped flag, a stray argument or a bad value stops the tool with one line and exit 2. Bad
 input found later is a UsageError, which ends the same way."""
 
