@@ -11,9 +11,13 @@ import json
 import math
 import os
 import sys
-import tomllib
 import typing
 from pathlib import Path
+
+try:
+    import tomllib
+except ImportError:  # Python 3.10 (pyproject allows it): JSON files only
+    tomllib = None
 
 from . import cli  # the module: cli imports this one too
 
@@ -51,12 +55,15 @@ def read_file(path: str) -> dict:
         raise cli.UsageError(f"--{CONFIG_FLAG} {path}: no such file") from None
     except (OSError, UnicodeDecodeError) as e:
         raise cli.UsageError(f"--{CONFIG_FLAG} {path}: cannot read it ({getattr(e, 'strerror', None) or e})") from None
+    if tomllib is None and not path.endswith(".json"):
+        raise cli.UsageError(f"--{CONFIG_FLAG} {path}: TOML needs Python 3.11 or later (tomllib); use a .json file")
     try:
         table = json.loads(text) if path.endswith(".json") else tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:  # its message ends "(at line L, column C)"
-        raise cli.UsageError(f"--{CONFIG_FLAG} {path}: invalid TOML: {e}") from None
     except json.JSONDecodeError as e:
-        raise cli.UsageError(f"--{CONFIG_FLAG} {path}: invalid JSON: {e.msg} (at line {e.lineno}, column {e.colno})") from None
+        where = f"(at line {e.lineno}, column {e.colno})"
+        raise cli.UsageError(f"--{CONFIG_FLAG} {path}: invalid JSON: {e.msg} {where}") from None
+    except ValueError as e:  # tomllib.TOMLDecodeError; its message ends "(at line L, column C)"
+        raise cli.UsageError(f"--{CONFIG_FLAG} {path}: invalid TOML: {e}") from None
     if not isinstance(table, dict):
         raise cli.UsageError(f"--{CONFIG_FLAG} {path}: expected a table of key = value lines")
     return table
@@ -69,7 +76,8 @@ def _expected(kind) -> str:
         return "one of " + ", ".join(repr(c) for c in typing.get_args(kind))
     if origin in (list, tuple):
         item = cli._unwrap_optional(typing.get_args(kind)[0])[0]
-        return "an array of " + {int: "integers", float: "numbers", bool: "true/false", str: "strings"}.get(item, "values")
+        plural = {int: "integers", float: "numbers", bool: "true/false", str: "strings"}
+        return "an array of " + plural.get(item, "values")
     return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(kind, "a value")
 
 
