@@ -3,7 +3,8 @@ types and ranges checked in its __post_init__); `run` dispatches a command table
 
 fire reads the command line into raw strings (every value parsed as `str`), and the values are
 parsed here by the fields' types, so `--name 3.10` stays "3.10" for a text field and `a,b` stays
-text; `--help` is generated from the fields. Every check runs before the command does: a
+text; `--help` is generated from the fields. `--config FILE` reads any of the fields from a TOML file
+below the flags (config_file.py). Every check runs before the command does: a
 mistyped flag, a stray argument or a bad value stops the tool with one line and exit 2. Bad
 input found later is a UsageError, which ends the same way."""
 
@@ -23,6 +24,8 @@ import typing
 from pathlib import Path
 
 import fire
+
+from . import config_file
 
 HELP_FLAGS = {"-h", "--help", "--helpfull"}
 
@@ -211,10 +214,13 @@ def _resolve(name: str, fields: dict, ignore) -> str:
     raise UsageError(f"unknown flag --{name}; {hint}" if len(name) > 1 else f"unknown flag -{name}; {hint}")
 
 
-def parse_options(cls, args: list[str], ignore=()):
-    """An instance of the options dataclass `cls` from a command line (every check included)."""
+def parse_options(cls, args: list[str], ignore=(), recorded=()):
+    """An instance of the options dataclass `cls` from a command line (every check included), over
+    the values of its --config file if it has one (config_file.py; `recorded`: keys the file may
+    hold that are not options)."""
     kinds = typing.get_type_hints(cls)
     fields = {f.name: f for f in _fields(cls)}
+    config_path, args = config_file.split_config_flag(args)
     seen, bare_switches = set(), set()
     for written, bare in _flag_names(args):
         name = _resolve(written, kinds, ignore)
@@ -246,6 +252,9 @@ def parse_options(cls, args: list[str], ignore=()):
     if words:
         raise UsageError(f"unexpected argument {words[0]!r}: pass every value after its --flag, and lists as "
                          "a,b,c (no spaces)")
+    if config_path is not None:
+        init_kinds = {name: kinds[name] for name in fields}
+        values = {**config_file.file_values(config_path, init_kinds, recorded), **values}  # flags win
     missing = [f.name for f in fields.values() if f.name not in values and _default(f) is dataclasses.MISSING]
     if missing:
         raise UsageError(f"missing --{missing[0]}: give it as --{missing[0]} {_type_name(kinds[missing[0]])}")
@@ -284,6 +293,8 @@ def usage(name: str, command) -> str:
         lines.append(head)
         if text:
             lines.append(textwrap.fill(text, width=100, initial_indent="      ", subsequent_indent="      "))
+    lines += [f"  --{config_file.CONFIG_FLAG} FILE", textwrap.fill(config_file.CONFIG_HELP, width=100,
+                                                                   initial_indent="      ", subsequent_indent="      ")]
     return "\n".join(lines)
 
 
@@ -302,9 +313,10 @@ def _fail(prefix: str, message: str):
 
 
 def run(commands, argv: list[str] | None = None, name: str | None = None, prefix: str = "error", ignore=(),
-        errors: tuple[type[BaseException], ...] = ()):
+        errors: tuple[type[BaseException], ...] = (), recorded=()):
     """Run a command (a function of one options dataclass) or one of a table {name: command}. Bad input exits 2 with
-    one line: a UsageError, or one of `errors`; a command's int return value is the exit status."""
+    one line: a UsageError, or one of `errors`; a command's int return value is the exit status. `recorded`: keys a
+    --config file may hold beside the options (a run's config.json), skipped with a note."""
     argv = list(sys.argv[1:] if argv is None else argv)
     name = name or Path(sys.argv[0]).name
     command, table = commands, commands if isinstance(commands, dict) else None
@@ -324,7 +336,7 @@ def run(commands, argv: list[str] | None = None, name: str | None = None, prefix
         print(usage(name, command))
         return None
     try:
-        options = parse_options(options_class(command), argv, ignore)
+        options = parse_options(options_class(command), argv, ignore, recorded)
         status = command(options)
     except (UsageError, *errors) as e:
         _fail(prefix, str(e))

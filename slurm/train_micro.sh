@@ -2,6 +2,7 @@
 # Train Backpack-Micro on OpenWebText (FAMILY=transformer: the Transformer-Micro baseline).
 #   sbatch slurm/train_micro.sh                          # from the repository root
 #   FAMILY=transformer sbatch slurm/train_micro.sh
+#   CONFIG=my-recipe.toml sbatch slurm/train_micro.sh        # recipe: configs/$FAMILY-micro.toml by default
 #   RUN_DIR=runs/x DATA_DIR=data/owt EXTRA_ARGS="--max_steps 50000" sbatch -N 4 slurm/train_micro.sh
 # Settings (environment variables) and what happens on preemption: see lib/train_job.sh and docs/cluster.md.
 #SBATCH --job-name=train-micro

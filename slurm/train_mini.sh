@@ -2,6 +2,7 @@
 # Train Backpack-Mini on OpenWebText (FAMILY=transformer: the Transformer-Mini baseline).
 #   sbatch slurm/train_mini.sh                          # from the repository root
 #   FAMILY=transformer sbatch slurm/train_mini.sh
+#   CONFIG=my-recipe.toml sbatch slurm/train_mini.sh        # recipe: configs/$FAMILY-mini.toml by default
 #   RUN_DIR=runs/x DATA_DIR=data/owt EXTRA_ARGS="--max_steps 50000" sbatch -N 4 slurm/train_mini.sh
 # Settings (environment variables) and what happens on preemption: see lib/train_job.sh and docs/cluster.md.
 #SBATCH --job-name=train-mini

@@ -2,6 +2,7 @@
 # Train Backpack-Small on OpenWebText (FAMILY=transformer: the Transformer-Small baseline).
 #   sbatch slurm/train_small.sh                          # from the repository root
 #   FAMILY=transformer sbatch slurm/train_small.sh
+#   CONFIG=my-recipe.toml sbatch slurm/train_small.sh        # recipe: configs/$FAMILY-small.toml by default
 #   RUN_DIR=runs/x DATA_DIR=data/owt EXTRA_ARGS="--max_steps 50000" sbatch -N 4 slurm/train_small.sh
 # Settings (environment variables) and what happens on preemption: see lib/train_job.sh and docs/cluster.md.
 #SBATCH --job-name=train-small

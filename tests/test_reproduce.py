@@ -79,7 +79,8 @@ def test_dry_run_prints_the_whole_study_and_its_cost(study_env, capsys):
     assert f"Cost of the trainings: 314.6B tokens, about {total:,.0f} GPU-hours" in out
     assert "dry run: nothing is submitted" in out and not re.search(r"^submitted", out, re.M)
     # The commands printed are the ones submission runs, the recipe's defaults left to the scripts.
-    assert ("FAMILY=transformer RUN_DIR=runs/transformer-small DATA_DIR=data/openwebtext EXTRA_ARGS='' "
+    assert (f"FAMILY=transformer CONFIG={REPO}/configs/transformer-small.toml RUN_DIR=runs/transformer-small "
+            "DATA_DIR=data/openwebtext EXTRA_ARGS='' "
             "GPUS_PER_NODE=8 sbatch --parsable --job-name=train-transformer-small "
             f"--dependency=afterok:@prep-owt-merge --kill-on-invalid-dep=yes {SLURM}/train_small.sh") in out
     assert ("STEPS=100000 sbatch --parsable --job-name=eval-backpack-mini --dependency=afterok:@train-backpack-mini "
@@ -179,3 +180,21 @@ def test_time_limits_read_as_sbatch_does(limit, hours):
     from backpack_dist.reproduce.show import _hours
 
     assert _hours(limit) == pytest.approx(hours)
+
+
+def test_every_training_reads_its_recipe_file(study_env, tmp_path, monkeypatch):
+    """The plan's trainings are their configs/MODEL.toml (a changed file changes the plan), and the
+    job is told that file (CONFIG) with only the flags that differ from it."""
+    from backpack_dist.reproduce import plan as planning
+
+    recipes = tmp_path / "configs"
+    recipes.mkdir()
+    for model in MODEL_NAMES:
+        (recipes / f"{model}.toml").write_text(f'model = "{model}"\nmax_steps = 2000\nlr = 3e-4\n')
+    monkeypatch.setattr(planning, "RECIPES", recipes)
+    jobs = plan(only=["backpack-micro", "backpack-mini-k4"], extra_args="--lr 1e-3").jobs
+    micro, k4 = (j for j in jobs if j.kind == "train")
+    assert micro.env["CONFIG"] == str(recipes / "backpack-micro.toml") and micro.tokens == 2000 * 1024 * 512
+    assert flags(micro.env["EXTRA_ARGS"]) == {"--lr": "0.001"}  # max_steps is the file's: not repeated
+    assert k4.env["CONFIG"] == str(recipes / "backpack-mini.toml")
+    assert flags(k4.env["EXTRA_ARGS"]) == {"--lr": "0.001", "--max_steps": "50000", "--n_senses": "4"}

@@ -2,7 +2,7 @@
 dependencies, resources, tokens and cost. Dry-run printing and submission both read this list.
 
 The runs come from the existing tables: the six models of model/config.py with the paper's recipe
-(the defaults of train/config.py's TrainConfig), and the sense-count ablation of eval/results.py
+(configs/MODEL.toml, which slurm/train_*.sh read too), and the sense-count ablation of eval/results.py
 (Backpack-Mini with each k of the paper, at its step count)."""
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ from ..eval.results import ABLATION_MODEL, PAPER_ABLATION
 from ..model.config import MODEL_NAMES, model_config
 from ..train.config import TrainConfig, grad_accumulation_steps
 from . import cost
-from .slurm import gpus_per_node, merge_flags, sbatch_defaults, shell_default
+from .slurm import REPO, gpus_per_node, merge_flags, sbatch_defaults, shell_default
 
+RECIPES = REPO / "configs"  # one TOML file per model: the paper's recipe
 # The study sets these per run; EXTRA_ARGS may not.
 PER_RUN_FLAGS = ("model", "data_dir", "run_dir", "ds_config")
 
@@ -73,7 +74,10 @@ def selected_runs(only: list[str], ablation: bool) -> list[str]:
 
 
 def base_config(extra_args: str) -> TrainConfig:
-    """The paper's recipe with the EXTRA_ARGS flags on top (every training gets them)."""
+    """The EXTRA_ARGS flags (every training gets them, over its recipe file) on the defaults, checked."""
+    if any(token.split("=")[0] == "--config" for token in extra_args.split()):
+        raise UsageError("EXTRA_ARGS sets --config; the study reads each run's recipe from configs/MODEL.toml "
+                         "(edit it there, or pass flags)")
     try:
         config = parse_options(TrainConfig, shlex.split(extra_args))
     except UsageError as e:
@@ -87,13 +91,27 @@ def base_config(extra_args: str) -> TrainConfig:
     return config
 
 
-def run_config(name: str, base: TrainConfig, ablation_steps: int) -> TrainConfig:
-    """One run's training config: a model of the paper, or the ablation's Mini with k senses."""
+def recipe_file(model: str) -> Path:
+    """configs/MODEL.toml: the paper's recipe for a model, which slurm/train_*.sh read too."""
+    return RECIPES / f"{model}.toml"
+
+
+def recipe(model: str) -> TrainConfig:
+    return parse_options(TrainConfig, ["--config", str(recipe_file(model))])
+
+
+def run_model(name: str) -> str:
+    return ABLATION_MODEL if name in ablation_runs() else name
+
+
+def run_config(name: str, extra_args: str, ablation_steps: int) -> TrainConfig:
+    """One run's training config: a model's recipe file with EXTRA_ARGS on top, or the ablation's
+    Mini with k senses."""
+    base_config(extra_args)  # EXTRA_ARGS's own checks
+    config = parse_options(TrainConfig, ["--config", str(recipe_file(run_model(name))), *shlex.split(extra_args)])
     ablation = ablation_runs()
     if name in ablation:
-        config = dataclasses.replace(base, model=ABLATION_MODEL, n_senses=ablation[name], max_steps=ablation_steps)
-    else:
-        config = dataclasses.replace(base, model=name)
+        config = dataclasses.replace(config, n_senses=ablation[name], max_steps=ablation_steps)
     try:
         model_config(config.model, **config.model_overrides)
     except ValueError as e:
@@ -102,8 +120,8 @@ def run_config(name: str, base: TrainConfig, ablation_steps: int) -> TrainConfig
 
 
 def train_flags(config: TrainConfig) -> str:
-    """EXTRA_ARGS for one training job: every flag that differs from the paper's recipe."""
-    default = TrainConfig()
+    """EXTRA_ARGS for one training job: every flag that differs from its recipe file."""
+    default = recipe(config.model)
     flags = []
     for field in dataclasses.fields(TrainConfig):
         value = getattr(config, field.name)
@@ -120,7 +138,6 @@ def build_plan(*, only: list[str], ablation: bool, ablation_steps: int, data_dir
                mfu: float) -> Plan:
     data = Path(data_dir).absolute()
     runs = Path(runs_dir).absolute()
-    base = base_config(extra_args)
     names = selected_runs(only, ablation)
     jobs: list[Job] = []
     ready = (data / "dataset.json").is_file()  # written by the merge: the data is complete
@@ -136,7 +153,7 @@ def build_plan(*, only: list[str], ablation: bool, ablation_steps: int, data_dir
         data_after = ("prep-owt-merge",)
     evals = []
     for name in names:
-        config = run_config(name, base, ablation_steps)
+        config = run_config(name, extra_args, ablation_steps)
         family, size = config.model.split("-")
         script = f"train_{size}.sh"
         per_node = gpus or int(shell_default("lib/train_job.sh", "GPUS_PER_NODE"))
@@ -149,7 +166,8 @@ def build_plan(*, only: list[str], ablation: bool, ablation_steps: int, data_dir
         tokens = config.max_steps * config.global_batch * model.seq_len
         run_dir = runs / name
         jobs.append(Job(f"train-{name}", "train", script,
-                        env={"FAMILY": family, "RUN_DIR": str(run_dir), "DATA_DIR": str(data),
+                        env={"FAMILY": family, "CONFIG": str(recipe_file(config.model)), "RUN_DIR": str(run_dir),
+                             "DATA_DIR": str(data),
                              "EXTRA_ARGS": train_flags(config), "GPUS_PER_NODE": str(per_node)},
                         after=data_after, nodes=nodes, gpus_per_node=per_node,
                         time_limit=sbatch_defaults(script)["time"], tokens=tokens,

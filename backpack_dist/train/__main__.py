@@ -1,7 +1,8 @@
 """python -m backpack_dist.train --model backpack-small --data_dir OUT --run_dir RUN --ds_config ds_configs/zero2.json
 
 Launch as one plain process, under `deepspeed --num_gpus N -m backpack_dist.train ...`, or under
-`torchrun`. Every TrainConfig field is a flag (defaults: the paper's recipe). Re-running the same
+`torchrun`. Every TrainConfig field is a flag (defaults: the paper's recipe), or a key of a --config
+file (configs/*.toml, or a run's RUN/config.json to re-create it); flags win over the file. Re-running the same
 command on a RUN with checkpoints resumes from the newest complete one.
 """
 
@@ -20,4 +21,6 @@ def train(cfg: TrainConfig) -> int:
 
 if __name__ == "__main__":
     # deepspeed's launcher appends --local_rank=N; the rank is read from the environment instead.
-    cli.run(train, name="python -m backpack_dist.train", ignore=("local_rank",))
+    from .run_dir import RECORDED_KEYS
+
+    cli.run(train, name="python -m backpack_dist.train", ignore=("local_rank",), recorded=RECORDED_KEYS)

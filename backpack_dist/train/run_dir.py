@@ -70,7 +70,12 @@ def check_run_dir(cfg: TrainConfig, data_info: dict) -> None:
                           "--precision, or use a new --run_dir")
 
 
+# What config.json holds beside the options: `--config RUN/config.json` skips these (and says so).
+RECORDED_KEYS = ("data", "checkpoint_layout", exactness.CONFIG_KEY)
+
+
 def write_run_config(cfg: TrainConfig, data_info: dict, cpu_threads: int | None = None) -> None:
+    """RUN/config.json: the options (accepted back as --config, to re-create the run) and RECORDED_KEYS."""
     record = {**cfg.to_dict(), "data": data_identity(data_info), "checkpoint_layout": checkpoint_layout(cfg),
               exactness.CONFIG_KEY: cpu_threads}
     atomic.write_json(Path(cfg.run_dir) / "config.json", record, indent=2)

@@ -17,17 +17,19 @@ GPUS_PER_NODE=${GPUS_PER_NODE:-8}                       # training processes per
 LAUNCHER=${LAUNCHER:-auto}                              # auto: python for 1 process per node, else torchrun
 MASTER_PORT=${MASTER_PORT:-$((20000 + ${SLURM_JOB_ID:-0} % 20000))}  # the same port again after a requeue
 SELF_REQUEUE=${SELF_REQUEUE:-1}                         # 0: exit 75 instead, for clusters with RequeueExit=75
+CONFIG=${CONFIG:-$REPO/configs/$MODEL.toml}             # the recipe (--config); the settings here and EXTRA_ARGS win
 EXTRA_ARGS=${EXTRA_ARGS:-}                              # more flags for python -m backpack_dist.train
 
+[[ -f $CONFIG ]] || die "CONFIG=$CONFIG not found; use a recipe of $REPO/configs/ or a run's RUN/config.json"
 [[ -n ${SLURM_JOB_ID:-} ]] || die "submit this script with sbatch (it reads the node list from Slurm)"
 MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
 export MASTER_ADDR MASTER_PORT GPUS_PER_NODE LAUNCHER
 
 read -r -a extra_args <<<"$EXTRA_ARGS"
-train_args=(--model "$MODEL" --data_dir "$DATA_DIR" --run_dir "$RUN_DIR" --ds_config "$DS_CONFIG" "${extra_args[@]}")
+train_args=(--config "$CONFIG" --model "$MODEL" --data_dir "$DATA_DIR" --run_dir "$RUN_DIR" --ds_config "$DS_CONFIG" "${extra_args[@]}")
 log "$MODEL on $SLURM_NNODES node(s) x $GPUS_PER_NODE process(es), start ${SLURM_RESTART_COUNT:-0}," \
     "rendezvous $MASTER_ADDR:$MASTER_PORT"
-log "run dir $RUN_DIR, data $DATA_DIR, $DS_CONFIG"
+log "run dir $RUN_DIR, data $DATA_DIR, $DS_CONFIG, recipe $CONFIG"
 
 # USR1 is the early warning (--signal=B:USR1@...: time limit, or `scancel --signal=USR1 --batch`):
 # ask training to save and exit 75, then requeue. The request travels as a file in the run dir

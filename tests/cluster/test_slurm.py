@@ -66,7 +66,12 @@ def uninterrupted(cluster, jobs_dir, prepared, tmp_path_factory):
 
 
 def submit_training(cluster, jobs_dir, data, run) -> int:
-    env = job_env(DATA_DIR=data, RUN_DIR=run, GPUS_PER_NODE=1, EXTRA_ARGS=" ".join(TRAIN_FLAGS))
+    """train_micro.sh with TRAIN_FLAGS: the steps and the learning rate in a CONFIG file, the rest as EXTRA_ARGS."""
+    recipe = jobs_dir / "recipe.toml"
+    recipe.write_text(f'model = "backpack-micro"\nmax_steps = {STEPS}\nlr = 3e-3\nglobal_batch = 1024\n')
+    flags = dict(zip(TRAIN_FLAGS[::2], TRAIN_FLAGS[1::2], strict=True))
+    extra = [part for flag, value in flags.items() if flag not in ("--max_steps", "--lr") for part in (flag, value)]
+    env = job_env(DATA_DIR=data, RUN_DIR=run, GPUS_PER_NODE=1, CONFIG=recipe, EXTRA_ARGS=" ".join(extra))
     return cluster.sbatch(SLURM / "train_micro.sh", *SBATCH_CPU, env=env, cwd=jobs_dir)
 
 
@@ -109,7 +114,9 @@ def test_prep_array_then_merge(cluster, prepared):
 def test_two_nodes_train_one_run(cluster, uninterrupted):
     log, run = uninterrupted["log"], uninterrupted["run"]
     assert "node 0 of 2 (n1)" in log and "node 1 of 2 (n2)" in log, log[-3000:]
-    assert "rendezvous n1:" in log
+    assert "rendezvous n1:" in log and "recipe.toml" in log
+    saved = json.loads((run / "config.json").read_text())  # the file's values, EXTRA_ARGS over them
+    assert (saved["max_steps"], saved["lr"], saved["global_batch"]) == (STEPS, 3e-3, 8)
     assert checkpoint.saved_world_size(run, STEPS) == 2  # one process group across both nodes
     lines = train_lines(run)
     assert sorted(lines) == list(range(1, STEPS + 1))
