@@ -526,11 +526,14 @@ def test_tasks_are_one_table(eval_models, monkeypatch):
         runner.evaluate(checkpoint, tasks="simlexx", out=None)
     # The valid names, the default and --help come from the table; each task's data flag is a field.
     assert tasks.DEFAULT_TASKS == "owt,lambada,wikitext,blimp,similarity"
-    assert tasks.NAMES == ["owt", "lambada", "wikitext", "blimp", "similarity", *sets]
+    control = ["debias", "topic", "edit"]  # shipped data, not in the default
+    assert tasks.NAMES == ["owt", "lambada", "wikitext", "blimp", "similarity", "control", *sets, *control]
     help_text = tasks.tasks_help()
     fields = {f.name for f in dataclasses.fields(EvalOptions)}
     for task in tasks.TASKS.values():
-        assert task.data_flag in fields and f"  {task.name} " in help_text and f"[--{task.data_flag}" in help_text
+        flag = "[shipped]" if task.data_flag is None else f"[--{task.data_flag}"
+        assert task.data_flag in fields | {None} and f"  {task.name} " in help_text and flag in help_text
+    assert [t.name for t in tasks.TASKS.values() if t.data_flag is None] == control
 
 
 @pytest.mark.parametrize("argv, shown", [

@@ -33,6 +33,10 @@ PAPER_SIMILARITY = {
 # (header, task, metric, scale to the paper's unit)
 COLUMNS = [("OWT PPL", "owt", "ppl", 1), ("LAMBADA PPL", "lambada", "ppl", 1), ("LAMBADA ACC", "lambada", "acc", 100),
            ("Wikitext PPL", "wikitext", "word_ppl", 1), ("BLiMP", "blimp", "acc", 100)]
+# Section 6's control experiments: the bias ratio (zeroing one sense) and topic accuracy (in %).
+PAPER_CONTROL = {"backpack-small": {"bias_before": 4.34, "bias_after": 2.88, "topic_plain": 7.4,
+                                    "topic_steered": 35.3},
+                 "transformer-small": {"bias_before": 7.02}}
 SIM_COLUMNS = [("SimLex-999", "simlex"), ("SimVerb-3500", "simverb"), ("RG-65", "rg65"), ("WordSim-353", "ws353")]
 ORDER = list(PAPER_TABLE2)
 
@@ -172,6 +176,42 @@ def similarity_table(reports) -> str | None:
     return "\n".join(lines)
 
 
+def _cell(value, paper=None, digits=2, scale=1) -> str:
+    value = value * scale if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+    ours = _fmt(value, digits)
+    return ours if paper is None else f"{ours} ({paper:.{digits}f})"
+
+
+def control_table(reports) -> str | None:
+    """Bias ratio before -> after (the sense zeroed), topic accuracy and fluency plain -> steered,
+    edit success before -> after and its collateral KL; the paper's figures in parentheses."""
+    keys = ("debias", "topic", "edit")
+    rows = [r for r in sorted(reports, key=_sort_key) if any(k in r["results"] for k in keys)]
+    if not rows:
+        return None
+    lines = ["| model | bias ratio | after (sense) | topic acc % | steered % | fluency PPL | edit success % "
+             "| collateral KL |", "|---" * 8 + "|"]
+    for report in rows:
+        paper = PAPER_CONTROL.get(paper_size(report), {})
+        d, t, e = (report["results"].get(k, {}) for k in keys)
+        plain, steered = t.get("plain", {}), t.get("steered", {})
+        after = _cell(d.get("bias_after"), paper.get("bias_after"))
+        if "sense" in d:
+            after += f" (sense {d['sense']})"
+        fluency = _fmt(plain.get("perplexity"))
+        if steered:
+            fluency += f" -> {_fmt(steered.get('perplexity'))}"
+        success = _cell(e.get("success_before"), digits=0, scale=100)
+        if "success_after" in e:
+            success += f" -> {_cell(e.get('success_after'), digits=0, scale=100)}"
+        cells = [_cell(d.get("bias_before"), paper.get("bias_before")), after,
+                 _cell(plain.get("accuracy"), paper.get("topic_plain"), 1, 100),
+                 _cell(steered.get("accuracy"), paper.get("topic_steered"), 1, 100), fluency, success,
+                 _cell(e.get("collateral_kl"), digits=3)]
+        lines.append(f"| {_label(report)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def render(paths) -> str:
     reports = read_results(paths)
     out = []
@@ -187,4 +227,8 @@ def render(paths) -> str:
     sim = similarity_table(reports)
     if sim:
         out += ["", "Lexical similarity, Spearman rho (Sim_min, best single sense, output embeddings).", "", sim]
+    control = control_table(reports)
+    if control:
+        out += ["", "Control experiments (section 6): ours (the paper's). Topic accuracy counts bag words, not the "
+                "paper's classifier; fluency is the PPL of the generations under the model itself.", "", control]
     return "\n".join(out).strip("\n")

@@ -93,13 +93,13 @@ def _evaluate(options: EvalOptions, device) -> dict:
     data, records = {}, {}
     order = load_order(task_names)
     for task in (t for t in order if not t.needs_model):
-        data[task.name], records[task.name] = task.load(getattr(options, task.data_flag), limit, None)
+        data[task.name], records[task.name] = task.load(task.flag_value(options), limit, None)
     model, enc, info = load_pretrained(checkpoint, device)
     scorer = Scorer(model, enc.eot_token, batch_size=options.batch_size, dtype=DTYPES.get(options.dtype),
                     progress=options.progress)
     loaded = Loaded(model, enc, info, scorer)
     for task in (t for t in order if t.needs_model):
-        data[task.name], records[task.name] = task.load(getattr(options, task.data_flag), limit, loaded)
+        data[task.name], records[task.name] = task.load(task.flag_value(options), limit, loaded)
 
     results, seconds = {}, {}
     for name in task_names:

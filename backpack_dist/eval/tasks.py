@@ -11,9 +11,12 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from .blimp import SUBTASKS, evaluate_blimp, load_blimp
+from .debias import evaluate_debias, load_debias
+from .knowledge_edit import evaluate_edit, load_edit
 from .lambada import evaluate_lambada, load_lambada
 from .owt import evaluate_owt, load_owt
 from .similarity import SETS, evaluate_similarity, load_similarity
+from .topic import evaluate_topic, load_topic
 from .wikitext import evaluate_wikitext, load_wikitext
 
 
@@ -32,8 +35,9 @@ class Task:
     """The name in --tasks and the key of its metrics in the results file."""
     help: str
     """One line for --help."""
-    data_flag: str
-    """The EvalOptions field naming its local data (None there: the hub, where `hub`); tasks may share one."""
+    data_flag: str | None
+    """The EvalOptions field naming its local data (None there: the hub, where `hub`); tasks may share one.
+    None: the task's data are shipped in its module."""
     data_help: str
     """That flag's line in --help."""
     load: Callable[[Any, int | None, Loaded | None], tuple[Any, dict]]
@@ -48,6 +52,12 @@ class Task:
     others, so a missing flag fails before any download."""
     needs_model: bool = False
     """Its data are checked against the model (tokenizer, context), so they are read after it loads."""
+    default: bool = True
+    """Part of the default --tasks."""
+
+    def flag_value(self, options):
+        """Its data flag's value in these EvalOptions (None for shipped data)."""
+        return None if self.data_flag is None else getattr(options, self.data_flag)
 
 
 SIMILARITY_DIR_HELP = ("Folder holding, in it or its subfolders, each set's original release (SimLex-999.txt, "
@@ -88,11 +98,21 @@ TASKS: dict[str, Task] = {task.name: task for task in (
          load=lambda directory, limit, _: load_blimp(directory, limit),
          evaluate=lambda m, data: evaluate_blimp(m.scorer, m.enc, data)),
     *(_similarity_task(name) for name in SETS),
+    # The paper's section 6 (control experiments); their prompts and word lists are shipped.
+    Task("debias", "he/she bias ratio over 40 professions, before and after zeroing the most gendered sense",
+         None, "", load=load_debias, evaluate=lambda m, professions: evaluate_debias(m.model, m.enc, professions),
+         group="control", hub=False, needs_model=True, default=False),
+    Task("topic", "topic accuracy and fluency of generations, plain and with a topic's senses up-weighted",
+         None, "", load=load_topic, evaluate=lambda m, pairs: evaluate_topic(m.model, m.enc, m.scorer, pairs),
+         group="control", hub=False, needs_model=True, default=False),
+    Task("edit", "knowledge edits (MacBook: Apple -> HP, ...): success, collateral change, locality",
+         None, "", load=load_edit, evaluate=lambda m, facts: evaluate_edit(m.model, m.enc, facts),
+         group="control", hub=False, needs_model=True, default=False),
 )}
 
 # Each data flag once, with its help, in table order: the EvalOptions fields after the common ones.
 DATA_FLAGS: dict[str, str] = {}
-for _task in TASKS.values():
+for _task in (t for t in TASKS.values() if t.data_flag is not None):
     if DATA_FLAGS.setdefault(_task.data_flag, _task.data_help) != _task.data_help:
         raise TypeError(f"tasks sharing --{_task.data_flag} must give it the same help ({_task.name} does not)")
 
@@ -103,7 +123,7 @@ for _task in TASKS.values():
 # What --tasks offers: each task, a group in place of its members (owt,lambada,wikitext,blimp,similarity).
 TOP_LEVEL = list(dict.fromkeys(t.group or t.name for t in TASKS.values()))
 NAMES = TOP_LEVEL + [name for members in GROUPS.values() for name in members]  # every valid name
-DEFAULT_TASKS = ",".join(TOP_LEVEL)
+DEFAULT_TASKS = ",".join(dict.fromkeys(t.group or t.name for t in TASKS.values() if t.default))
 
 
 def parse_tasks(tasks) -> list[str]:
@@ -140,6 +160,7 @@ def tasks_help() -> str:
             lines.append(f"  {name:{width}s}{','.join(GROUPS[name])}, each of which can be named alone")
         for task in members:
             indent = "    " if task.group else "  "
-            flag = f"[--{task.data_flag}{'' if task.hub else ', required'}]"
+            flag = ("[shipped]" if task.data_flag is None else
+                    f"[--{task.data_flag}{'' if task.hub else ', required'}]")
             lines.append(f"{indent}{task.name:{width + 2 - len(indent)}s}{task.help} {flag}")
     return "\n".join(lines)
