@@ -79,3 +79,45 @@ def test_raising_max_steps_moves_a_decay_not_begun_and_keeps_one_begun():
 def test_bad_schedule_flags(flags, message):
     with pytest.raises(UsageError, match=message):
         TrainConfig(**flags)
+
+
+def test_init_from_run_at_step_names_its_checkpoint(tmp_path):
+    from backpack_dist.train.init_from import source_path
+
+    (tmp_path / "run" / "checkpoints" / "step_00000005").mkdir(parents=True)
+    assert source_path(f"{tmp_path}/run@5") == str(tmp_path / "run" / "checkpoints" / "step_00000005")
+    with pytest.raises(UsageError, match="the run has step_00000005"):
+        source_path(f"{tmp_path}/run@7")
+    assert TrainConfig(schedule="wsd", warmup_steps=0, decay_steps=3, max_steps=3).resolved_warmup_steps == 0
+
+
+@pytest.mark.slow
+def test_wsd_run_extended_mid_decay_then_branched_from_its_stable_phase(shakespeare_data, tmp_path):
+    """Real runs (ZeRO 1): the logged lr follows lr_at; a resume with a raised --max_steps keeps the
+    begun decay (then --min_lr); --init_from RUN@STEP decays from the branch's first step."""
+    from train_helpers import TINY, run_training, tiny_run_args, without_flag
+
+    def lrs(run):
+        lines = (run / "metrics.jsonl").read_text().splitlines()
+        return {r["step"]: r["lr"] for r in map(__import__("json").loads, lines) if "lr" in r}
+
+    run = tmp_path / "run"
+    wsd = ["--schedule", "wsd", "--decay_steps", "2", "--min_lr", "1e-4", "--save_every", "3"]
+    first = run_training(1, tiny_run_args("backpack-micro", shakespeare_data, run, zero=1, steps=6, extra=wsd))
+    assert first.returncode == 0, first.stderr[-3000:]
+    s = schedule(max_steps=6, warmup_steps=2, lr=3e-3, min_lr=1e-4, schedule="wsd", decay_steps=2)
+    assert lrs(run) == {step: lr_at(s, step - 1) for step in range(1, 7)}  # the same floats
+    assert [lrs(run)[k] for k in (2, 4, 6)] == pytest.approx([1.55e-3, 3e-3, 1.55e-3])
+    # Resumed from step 6 (iteration 6, in the decay that began at iteration 4): not re-stretched to 10.
+    longer = run_training(1, tiny_run_args("backpack-micro", shakespeare_data, run, zero=1, steps=10, extra=wsd))
+    assert longer.returncode == 0 and "resumed from" in longer.stdout, longer.stderr[-3000:]
+    assert [lrs(run)[k] for k in range(7, 11)] == [1e-4] * 4
+
+    branch = tmp_path / "branch"
+    decay = ["--schedule", "wsd", "--warmup_steps", "0", "--decay_steps", "3", "--init_from", f"{run}@3"]
+    args = tiny_run_args("backpack-micro", shakespeare_data, branch, zero=1, steps=3, extra=decay)
+    for flag in TINY[::2]:  # the sizes come from --init_from
+        args = without_flag(args, flag)
+    result = run_training(1, args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert list(lrs(branch).values()) == pytest.approx([3e-3, 2e-3, 1e-3])

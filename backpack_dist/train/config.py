@@ -53,7 +53,7 @@ class TrainConfig(ModelOverrides):
     grad_clip: float = 1.0
     """Clip the global gradient norm to this (0: no clipping)."""
     warmup_steps: int | None = None
-    """Linear warmup steps; default: 1% of --max_steps (the authors' code), at least 2."""
+    """Linear warmup steps; default: 1% of --max_steps (the authors' code), at least 2 (0 allowed but for linear)."""
     schedule: typing.Literal["linear", "cosine", "wsd"] = "linear"
     """After the warmup: linear (the paper's) or cosine decay to --min_lr at --max_steps; wsd: stable at --lr,
     then the last --decay_steps decay to --min_lr in --decay_shape. A resume recomputes the lr from the step with
@@ -99,7 +99,8 @@ class TrainConfig(ModelOverrides):
     compile: bool = False
     """torch.compile the model."""
     init_from: str | None = None
-    """Start from trained weights (an export, run, checkpoint or transformers folder; its sizes)."""
+    """Start from trained weights (an export, run, checkpoint or transformers folder; its sizes); RUN@STEP is
+    RUN's checkpoint of that step. Weights only: AdamW's moments start fresh."""
     probes: bool = True
     """At each validation, record sense probes (each sense's top words for --probe_words; p(she)
     and p(he) after the paper's nurse prompt) in metrics.jsonl and wandb; --noprobes turns them off."""
@@ -120,9 +121,11 @@ class TrainConfig(ModelOverrides):
             check_range(self, name, low=0)
         if len(self.betas) != 2:
             raise UsageError(f"--betas {','.join(map(str, self.betas))}: expected two numbers as 0.9,0.95")
-        if self.warmup_steps is not None and not 2 <= self.warmup_steps <= self.max_steps:
-            raise UsageError(f"--warmup_steps must be from 2 (DeepSpeed's WarmupDecayLR warms up over 2 steps or "
-                             f"more) to --max_steps {self.max_steps}, got {self.warmup_steps}")
+        # linear keeps WarmupDecayLR's rule (2 steps or more); a WSD decay branch may start at peak.
+        low = 2 if self.schedule == "linear" else 0
+        if self.warmup_steps is not None and not low <= self.warmup_steps <= self.max_steps:
+            raise UsageError(f"--warmup_steps must be from {low} (DeepSpeed's WarmupDecayLR warms up over 2 steps or "
+                             f"more; --schedule cosine or wsd from 0) to --max_steps {self.max_steps}, got {self.warmup_steps}")
         self.check_schedule()
         try:
             self.check_overrides()
