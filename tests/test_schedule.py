@@ -102,7 +102,7 @@ def test_wsd_run_extended_mid_decay_then_branched_from_its_stable_phase(shakespe
         return {r["step"]: r["lr"] for r in map(__import__("json").loads, lines) if "lr" in r}
 
     run = tmp_path / "run"
-    wsd = ["--schedule", "wsd", "--decay_steps", "2", "--min_lr", "1e-4", "--save_every", "3"]
+    wsd = ["--schedule", "wsd", "--decay_steps", "2", "--min_lr", "1e-4", "--save_every", "3", "--keep", "5"]
     first = run_training(1, tiny_run_args("backpack-micro", shakespeare_data, run, zero=1, steps=6, extra=wsd))
     assert first.returncode == 0, first.stderr[-3000:]
     s = schedule(max_steps=6, warmup_steps=2, lr=3e-3, min_lr=1e-4, schedule="wsd", decay_steps=2)

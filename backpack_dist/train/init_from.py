@@ -44,8 +44,9 @@ def initial_weights(cfg: TrainConfig, data_info: dict) -> tuple[dict, ModelConfi
     """(state dict, model config) of SRC, checked against --model and the data's tokenizer."""
     from ..pretrained import load_state
 
+    source = source_path(cfg.init_from)
     try:
-        state_dict, source_cfg, info, _tokenizer = load_state(source_path(cfg.init_from))
+        state_dict, source_cfg, info, _tokenizer = load_state(source)
     except (ValueError, FileNotFoundError) as e:
         raise ConfigError(f"--init_from: {e}") from None
     family = model_config(cfg.model).family
