@@ -90,13 +90,13 @@ def test_topic_accuracy_and_fluency_are_recomputed_from_the_samples(backpack, sh
     from backpack_dist.senses.generate import sample, topic_control
     for row in ("plain", "steered"):
         texts = [s[row] for s in result["samples"]]
-        hits = [uses_topic_word(p, t, TOPICS[topic]) for (topic, p), t in zip(pairs, texts)]
+        hits = [uses_topic_word(p, t, TOPICS[name]) for (name, p), t in zip(pairs, texts)]
         assert result[row]["accuracy"] == sum(hits) / len(hits)
         # Fluency: the generated tokens' perplexity under the model, one forward pass per sample
         # drawn again here with the task's seeds (seed i for pair i).
         nll, count = 0.0, 0
-        for i, (topic, prompt) in enumerate(pairs):
-            table = topic_control(model, enc, TOPICS[topic])[0] if row == "steered" else None
+        for i, (name, prompt) in enumerate(pairs):
+            table = topic_control(model, enc, TOPICS[name])[0] if row == "steered" else None
             drawn = sample(model, enc, prompt, topic.NEW_TOKENS, seed=i, scale_table=table)
             assert drawn["completion"] == texts[i]
             p_ids, g_ids = enc.encode(prompt), drawn["ids"]

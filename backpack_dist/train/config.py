@@ -43,7 +43,7 @@ class TrainConfig(ModelOverrides):
     max_steps: int = 100_000
     """Optimizer steps of the whole run (a resume may raise it)."""
     lr: float = 6e-4
-    """Peak learning rate of AdamW: linear warmup, then linear decay to 0 at --max_steps."""
+    """Peak learning rate of AdamW, reached after --warmup_steps; --schedule says what follows."""
     betas: tuple[float, ...] = (0.9, 0.999)
     """AdamW's betas, as 0.9,0.999."""
     eps: float = 1e-8
@@ -53,7 +53,17 @@ class TrainConfig(ModelOverrides):
     grad_clip: float = 1.0
     """Clip the global gradient norm to this (0: no clipping)."""
     warmup_steps: int | None = None
-    """Linear warmup steps; default: 1% of --max_steps (the authors' code), at least 2."""
+    """Linear warmup steps; default: 1% of --max_steps (the authors' code), at least 2 (0 allowed but for linear)."""
+    schedule: typing.Literal["linear", "cosine", "wsd"] = "linear"
+    """After the warmup: linear (the paper's) or cosine decay to --min_lr at --max_steps; wsd: stable at --lr,
+    then the last --decay_steps decay to --min_lr in --decay_shape. A resume recomputes the lr from the step with
+    the new flags, but a wsd decay that has begun keeps its start: a raised --max_steps extends the run at --min_lr."""
+    min_lr: float = 0.0
+    """The lr the warmup starts from and the decay ends at."""
+    decay_steps: int | None = None
+    """wsd only: the decay's length in steps, ending at --max_steps; default: 10% of --max_steps."""
+    decay_shape: typing.Literal["linear", "cosine", "sqrt"] = "linear"
+    """wsd only: the decay's shape; sqrt is 1 - sqrt(progress), as in the WSD papers."""
     precision: typing.Literal["auto", "bf16", "fp32"] = "auto"
     """auto: bf16 on GPU, fp32 on CPU."""
     seed: int = 1337
@@ -92,7 +102,8 @@ class TrainConfig(ModelOverrides):
     gather/release hooks break the graph at every submodule, so little fuses. Off by default until
     a GPU run shows it pays (docs/benchmarks.md)."""
     init_from: str | None = None
-    """Start from trained weights (an export, run, checkpoint or transformers folder; its sizes)."""
+    """Start from trained weights (an export, run, checkpoint or transformers folder; its sizes); RUN@STEP is
+    RUN's checkpoint of that step. Weights only: AdamW's moments start fresh."""
     probes: bool = True
     """At each validation, record sense probes (each sense's top words for --probe_words; p(she)
     and p(he) after the paper's nurse prompt) in metrics.jsonl and wandb; --noprobes turns them off."""
@@ -113,9 +124,12 @@ class TrainConfig(ModelOverrides):
             check_range(self, name, low=0)
         if len(self.betas) != 2:
             raise UsageError(f"--betas {','.join(map(str, self.betas))}: expected two numbers as 0.9,0.95")
-        if self.warmup_steps is not None and not 2 <= self.warmup_steps <= self.max_steps:
-            raise UsageError(f"--warmup_steps must be from 2 (DeepSpeed's WarmupDecayLR warms up over 2 steps or "
-                             f"more) to --max_steps {self.max_steps}, got {self.warmup_steps}")
+        # linear keeps WarmupDecayLR's rule (2 steps or more); a WSD decay branch may start at peak.
+        low = 2 if self.schedule == "linear" else 0
+        if self.warmup_steps is not None and not low <= self.warmup_steps <= self.max_steps:
+            raise UsageError(f"--warmup_steps must be from {low} (DeepSpeed's WarmupDecayLR warms up over 2 steps or "
+                             f"more; --schedule cosine or wsd from 0) to --max_steps {self.max_steps}, got {self.warmup_steps}")
+        self.check_schedule()
         try:
             self.check_overrides()
         except ValueError as e:
@@ -124,6 +138,22 @@ class TrainConfig(ModelOverrides):
             raise UsageError(f"--sense_sum {self.sense_sum!r}: use one of {', '.join(SENSE_SUM_IMPLEMENTATIONS)}")
         if self.loss_impl not in LOSS_IMPLEMENTATIONS:
             raise UsageError(f"--loss_impl {self.loss_impl!r}: use one of {', '.join(LOSS_IMPLEMENTATIONS)}")
+
+    def check_schedule(self) -> None:
+        check_range(self, "min_lr", low=0)
+        if self.min_lr > self.lr:
+            raise UsageError(f"--min_lr {self.min_lr} is above the peak --lr {self.lr}; lower it")
+        if self.schedule != "wsd" and (self.decay_steps is not None or self.decay_shape != "linear"):
+            raise UsageError(f"--decay_steps and --decay_shape belong to --schedule wsd, not {self.schedule}; drop them")
+        if self.decay_steps is not None:
+            check_range(self, "decay_steps", low=1)
+        if self.schedule == "wsd" and self.resolved_warmup_steps + self.resolved_decay_steps > self.max_steps:
+            raise UsageError(f"--warmup_steps {self.resolved_warmup_steps} + --decay_steps {self.resolved_decay_steps} "
+                             f"exceed --max_steps {self.max_steps}; shorten them or raise --max_steps")
+
+    @property
+    def resolved_decay_steps(self) -> int:
+        return self.decay_steps if self.decay_steps is not None else max(1, self.max_steps // 10)
 
     @property
     def resolved_warmup_steps(self) -> int:

@@ -11,6 +11,7 @@ from torch import nn
 
 from ..cli import UsageError
 from .config import TrainConfig, grad_accumulation_steps
+from .schedule import LRSchedule, Schedule
 
 
 def free_port() -> int:
@@ -67,11 +68,7 @@ def deepspeed_config(base: dict, cfg: TrainConfig, world_size: int) -> dict:
     ds["zero_allow_untested_optimizer"] = True  # our AdamW subclass below
     ds["bf16"] = {"enabled": use_bf16(cfg)}
     ds["data_types"] = {**ds.get("data_types", {}), **grad_accum_dtype(ds, use_bf16(cfg))}
-    ds["scheduler"] = {
-        "type": "WarmupDecayLR",
-        "params": {"warmup_min_lr": 0.0, "warmup_max_lr": cfg.lr, "warmup_num_steps": cfg.resolved_warmup_steps,
-                   "total_num_steps": cfg.max_steps, "warmup_type": "linear"},
-    }
+    ds.pop("scheduler", None)  # ours (schedule.py), given to deepspeed.initialize
     if "optimizer" in ds:  # e.g. ZeRO-Offload, which needs DeepSpeed's CPU Adam
         ds["optimizer"] = {"type": ds["optimizer"].get("type", "AdamW"),
                            "params": {"lr": cfg.lr, "betas": list(cfg.betas), "eps": cfg.eps,
@@ -137,8 +134,10 @@ def build_engine(model: nn.Module, cfg: TrainConfig, ds_base: dict, world_size: 
     if "optimizer" not in ds:
         fused = torch.cuda.is_available()
         optimizer = GuardedAdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, fused=fused or None)
+    schedule = Schedule.from_config(cfg)
     engine, _, _, scheduler = deepspeed.initialize(
-        model=model, model_parameters=groups, optimizer=optimizer, config=ds)
+        model=model, model_parameters=groups, optimizer=optimizer, config=ds,
+        lr_scheduler=lambda opt: LRSchedule(opt, schedule))  # a factory: with ZeRO-Offload DeepSpeed builds opt
     if ds.get("zero_optimization", {}).get("stage", 0) == 3:
         # The tied embedding is used as the output layer outside its own module's forward.
         deepspeed.zero.register_external_parameter(engine.module, engine.module.wte.weight)

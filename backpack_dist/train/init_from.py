@@ -8,6 +8,8 @@ change. A resumed run loads its own checkpoint over these weights, but still rea
 from __future__ import annotations
 
 import dataclasses
+import re
+from pathlib import Path
 
 from ..model import ModelConfig, model_config
 from .config import ConfigError, TrainConfig
@@ -24,12 +26,27 @@ def check_init_flags(cfg: TrainConfig) -> None:
         raise ConfigError(f"--init_from {cfg.init_from} takes the model's sizes from there; drop {', '.join(given)}")
 
 
+def source_path(source: str) -> str:
+    """RUN@STEP is RUN/checkpoints/step_<STEP> (a decay branch from a run's stable phase); else as given."""
+    match = re.fullmatch(r"(.+)@(\d+)", source)
+    if match is None or Path(source).exists():
+        return source
+    from ..checkpoint import checkpoints_dir, tag_for_step
+
+    path = checkpoints_dir(match[1]) / tag_for_step(int(match[2]))
+    if not path.is_dir():
+        have = sorted(p.name for p in checkpoints_dir(match[1]).glob("step_*"))
+        raise ConfigError(f"--init_from {source}: {path} does not exist; the run has {', '.join(have) or 'no checkpoints'}")
+    return str(path)
+
+
 def initial_weights(cfg: TrainConfig, data_info: dict) -> tuple[dict, ModelConfig]:
     """(state dict, model config) of SRC, checked against --model and the data's tokenizer."""
     from ..pretrained import load_state
 
+    source = source_path(cfg.init_from)
     try:
-        state_dict, source_cfg, info, _tokenizer = load_state(cfg.init_from)
+        state_dict, source_cfg, info, _tokenizer = load_state(source)
     except (ValueError, FileNotFoundError) as e:
         raise ConfigError(f"--init_from: {e}") from None
     family = model_config(cfg.model).family

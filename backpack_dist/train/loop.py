@@ -175,10 +175,6 @@ def setup(cfg: TrainConfig) -> Run:
         model.load_state_dict(init_state)
     model.set_implementation(loss=cfg.loss_impl, **({"sense_sum": cfg.sense_sum} if model_cfg.is_backpack else {}))
     engine, _, _ = build_engine(model, cfg, ds_base, world)
-    if resume_step is None:
-        # DeepSpeed's WarmupDecayLR starts before iteration 0 (lr 0) and the first step only moves
-        # it to iteration 0 (lr 0 again); start at iteration 0 so that step s runs at iteration s - 1.
-        engine.lr_scheduler.step()
     if cfg.compile:
         engine.compile()  # DeepSpeed's wrapper keeps state_dict keys free of torch.compile's prefix
     seed_everything(cfg.seed + 1 + rank)  # distinct dropout masks per rank

@@ -18,7 +18,7 @@ from . import exactness
 from .config import ConfigError, TrainConfig, load_ds_config
 from .engine import use_bf16
 
-# Settings that must not change when a run directory is resumed (--max_steps and --lr may).
+# Settings that must not change when a run directory is resumed (--max_steps, --lr and the schedule may).
 RESUME_INVARIANTS = ("model", "global_batch", "seed", *OVERRIDABLE)
 
 
