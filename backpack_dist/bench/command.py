@@ -2,7 +2,9 @@
 
 For each model and each chosen implementation (sense sum, loss, torch.compile, optimizer) it
 times full training steps - forward, backward, gradient clipping, optimizer step - in bf16
-autocast with fp32 master weights, at the largest power-of-two micro batch that fits (on a GPU)
+autocast with fp32 master weights (--optimizer torch/deepspeed) or through the trainer's own
+DeepSpeed engine with bf16 weights (--optimizer engine: ZeRO-2, accumulation, clipping, as training),
+at the largest power-of-two micro batch that fits (on a GPU)
 or a given one, and reports tokens/s, MFU against the device's peak, peak memory and the
 Backpack / Transformer throughput ratio per size. A table goes to stdout, everything to JSON.
 
@@ -11,8 +13,13 @@ Backpack / Transformer throughput ratio per size. A table goes to stdout, everyt
         --loss full,chunked --compile false,true --optimizer torch,deepspeed
     python -m backpack_dist.bench --models backpack-micro,transformer-micro --d_model 64 --n_layer 2 \\
         --seq_len 128 --micro_batch 2 --steps 3                     # CPU smoke run
+    python -m backpack_dist.bench --models backpack-small --optimizer engine --micro_batch 32   # training's MFU
+    python -m backpack_dist.bench --first_contact --out DIR         # everything a first GPU should tell us
 
-Needs neither DeepSpeed (imported only for --optimizer deepspeed/engine) nor mosaicml-streaming.
+The JSON records torch, CUDA, cuDNN, NCCL and DeepSpeed versions, the device and a measured matmul
+ceiling (bf16 8192^3 on a GPU, fp32 512^3 on a CPU).
+
+Needs neither DeepSpeed nor mosaicml-streaming, except --optimizer deepspeed/engine and --first_contact.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ from ..model.config import ModelOverrides
 from ..model.loss import LOSS_IMPLEMENTATIONS
 from ..model.sense_sum import SENSE_SUM_IMPLEMENTATIONS
 from ..train.metrics import device_peak_flops
+from .environment import matmul_ceiling, versions
 from .measure import run_variant
 from .report import print_report, throughput_ratios
 from .variants import OPTIMIZERS, expand_variants
@@ -68,7 +76,11 @@ class BenchOptions(ModelOverrides):
     compile: tuple[bool, ...] = (False,)
     """torch.compile off, on, or both (false,true)."""
     optimizer: tuple[str, ...] = ("torch",)
-    """torch (fused AdamW) or deepspeed (FusedAdam)."""
+    """torch (fused AdamW), deepspeed (FusedAdam), or engine (the trainer's DeepSpeed engine and train_step)."""
+    grad_accum: int = 1
+    """Micro batches per optimizer step (--optimizer engine)."""
+    ds_config: str | None = None
+    """DeepSpeed JSON for --optimizer engine; default: the trainer's (ds_configs/zero2.json)."""
     precision: typing.Literal["bf16", "fp32"] = "bf16"
     """bf16 (autocast, fp32 master weights) or fp32."""
     tokens: typing.Literal["zipf", "uniform"] = "zipf"
@@ -84,7 +96,11 @@ class BenchOptions(ModelOverrides):
     profile: bool = False
     """Also print torch.profiler's top operators of 3 steps per row."""
     out: str | None = None
-    """The JSON to write; default: runs/bench/bench-<UTC time>.json."""
+    """The JSON to write (with --first_contact: the folder); default: runs/bench/bench-<UTC time>.json."""
+    first_contact: bool = False
+    """Run the first-GPU-contact stages (bench/first_contact.py), each in its own process and time limit."""
+    dry_run: bool = False
+    """With --first_contact: every stage at tiny shapes on the CPU (a check of the command itself)."""
 
     def __post_init__(self):
         _choices("models", self.models, MODEL_NAMES)
@@ -93,7 +109,11 @@ class BenchOptions(ModelOverrides):
         _choices("optimizer", self.optimizer, OPTIMIZERS)
         if not self.compile:
             raise BenchError("--compile is empty")
-        for name in ("steps", "seq_len", "max_micro_batch", "micro_batch"):
+        if self.first_contact and not self.out:
+            raise BenchError("--first_contact writes a folder of figures: give --out DIR")
+        if self.dry_run and not self.first_contact:
+            raise BenchError("--dry_run belongs to --first_contact: add --first_contact")
+        for name in ("steps", "seq_len", "max_micro_batch", "micro_batch", "grad_accum"):
             cli.check_range(self, name, low=1)
         cli.check_range(self, "warmup", low=0)
         try:
@@ -104,6 +124,10 @@ class BenchOptions(ModelOverrides):
 
 def bench(o: BenchOptions):
     """Benchmark training steps; comma-separated lists compare implementations in one run."""
+    if o.first_contact:
+        from .first_contact import first_contact
+
+        sys.exit(first_contact(Path(o.out), dry_run=o.dry_run))
     names = list(o.models)
     variants = expand_variants(names, list(o.sense_sum), list(o.loss), list(o.compile), list(o.optimizer))
     micro_batch, seq_len, steps, warmup, device = o.micro_batch, o.seq_len, o.steps, o.warmup, o.device
@@ -127,12 +151,14 @@ def bench(o: BenchOptions):
         print(f"... {variant.label()}", file=sys.stderr, flush=True)
         rows.append(run_variant(variant, overrides, micro_batch, search_cache, steps=steps, warmup=warmup,
                                 precision=precision, tokens=tokens, loss_chunk_tokens=loss_chunk_tokens,
-                                device=dev, seed=seed, max_micro_batch=max_micro_batch, profile=bool(profile)))
+                                device=dev, seed=seed, max_micro_batch=max_micro_batch, profile=bool(profile),
+                                grad_accum=o.grad_accum, ds_config=o.ds_config))
     report = {
         "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": "python -m backpack_dist.bench " + shlex.join(sys.argv[1:]),
-        "torch": torch.__version__, "peak_flops": device_peak_flops() if dev.type == "cuda" else None,
+        "torch": torch.__version__, "versions": versions(), "matmul_ceiling": matmul_ceiling(dev),
+        "peak_flops": device_peak_flops() if dev.type == "cuda" else None,
         "precision": precision, "seq_len": seq_len, "tokens": tokens, "overrides": overrides,
         "results": rows, "ratios": throughput_ratios(rows),
     }

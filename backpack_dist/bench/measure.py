@@ -13,12 +13,18 @@ from ..model.flops import training_flops_per_token
 from ..model.sense_sum import resolve_sense_sum
 from ..train.metrics import device_peak_flops
 from .device import free_device_memory, is_out_of_memory, synchronize
+from .engine_step import measure_engine
 from .variants import N_BATCHES, Variant, make_optimizer, token_batches
 
 
 def measure(variant: Variant, overrides: dict, micro_batch: int, *, steps: int, warmup: int, precision: str,
-            tokens: str, loss_chunk_tokens: int | None, device: torch.device, seed: int, profile: bool = False) -> dict:
+            tokens: str, loss_chunk_tokens: int | None, device: torch.device, seed: int, profile: bool = False,
+            grad_accum: int = 1, ds_config: str | None = None) -> dict:
     """Time `steps` training steps after `warmup` ones; raises on failure (out of memory included)."""
+    if variant.optimizer == "engine":
+        return measure_engine(variant, overrides, micro_batch, steps=steps, warmup=warmup, precision=precision,
+                              tokens=tokens, loss_chunk_tokens=loss_chunk_tokens, device=device, seed=seed,
+                              grad_accum=grad_accum, ds_config=ds_config)
     torch.manual_seed(seed)
     with device:
         model = build_model(variant.model, **overrides)

@@ -7,7 +7,7 @@ import itertools
 
 import torch
 
-OPTIMIZERS = ("torch", "deepspeed")
+OPTIMIZERS = ("torch", "deepspeed", "engine")  # engine: the trainer's DeepSpeed engine step
 TOKEN_DISTRIBUTIONS = ("zipf", "uniform")
 N_BATCHES = 4  # distinct batches cycled through, resident on the device
 
@@ -60,7 +60,7 @@ def token_batches(vocab: int, batch: int, seq_len: int, distribution: str, devic
 
 
 def make_optimizer(name: str, model: torch.nn.Module, device: torch.device):
-    from .train.engine import weight_decay_groups
+    from ..train.engine import weight_decay_groups
 
     groups = weight_decay_groups(model, 0.1)
     if name == "deepspeed":
