@@ -77,7 +77,8 @@ def stage_logits(fig: Figures, s: dict) -> None:
 
 def stage_engine(fig: Figures, s: dict) -> None:
     """Both Small models through the trainer's engine (ZeRO-2, bf16 weights), eager and compiled."""
-    for compiled in (False, True):
+    # A dry run stays eager: inductor's CPU compile alone would take minutes on a small machine.
+    for compiled in (False,) if s["overrides"] else (False, True):
         for name in SMALL:
             variant = Variant(name, "auto" if name.startswith("backpack") else None, "auto", compiled, "engine")
             row = run_variant(variant, s["overrides"], s["micro_batch"], {}, steps=s["steps"], warmup=s["warmup"],
