@@ -90,7 +90,7 @@ def test_topic_accuracy_and_fluency_are_recomputed_from_the_samples(backpack, sh
     from backpack_dist.senses.generate import sample, topic_control
     for row in ("plain", "steered"):
         texts = [s[row] for s in result["samples"]]
-        hits = [uses_topic_word(p, t, TOPICS[name]) for (name, p), t in zip(pairs, texts)]
+        hits = [uses_topic_word(p, t, TOPICS[name]) for (name, p), t in zip(pairs, texts, strict=True)]
         assert result[row]["accuracy"] == sum(hits) / len(hits)
         # Fluency: the generated tokens' perplexity under the model, one forward pass per sample
         # drawn again here with the task's seeds (seed i for pair i).
@@ -120,7 +120,7 @@ def test_edit_success_is_p_new_over_p_old_and_other_prompts_do_not_move(backpack
     assert result["facts"][0]["success_after"] == [bool(p[new] > p[old]) for p in after]
     before = [next_probs(model, enc, p) for p in fact.prompts]
     assert result["facts"][0]["success_before"] == [bool(p[new] > p[old]) for p in before]
-    assert all(a[new] / a[old] > b[new] / b[old] for a, b in zip(after, before))  # the edit pushed new over old
+    assert all(a[new] / a[old] > b[new] / b[old] for a, b in zip(after, before, strict=True))  # the edit pushed new over old
     assert result["locality_max_change"] == 0.0  # the edit touches only the target's senses
     assert result["collateral_kl"] > 0  # but it does change predictions after the target
 

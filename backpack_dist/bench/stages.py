@@ -15,7 +15,7 @@ import torch
 from .. import atomic
 from ..model import build_model, model_config
 from ..model.sense_sum import SENSE_SUM_IMPLEMENTATIONS, resolve_sense_sum, sense_sum
-from . import adapters, environment, resume_check
+from . import environment, resume_check, sdpa_backends
 from .device import free_device_memory, synchronize
 from .measure import run_variant
 from .variants import Variant
@@ -107,7 +107,7 @@ def _backends_accepting(impl: str, q, k, v) -> dict:
     out = {}
     for backend in ("CUDNN_ATTENTION", "FLASH_ATTENTION", "EFFICIENT_ATTENTION", "MATH"):
         try:
-            with adapters.only_sdpa_backend(backend):
+            with sdpa_backends.only_sdpa_backend(backend):
                 sense_sum(q, k, v, impl=impl).sum().backward()
             out[backend] = "ok"
         except Exception as e:  # noqa: BLE001 - a refusing backend raises RuntimeError or a Triton error
@@ -142,7 +142,7 @@ def stage_sense_sum(fig: Figures, s: dict) -> None:
         try:
             row["backends"] = _backends_accepting(impl, q, k, v)
             row["kernels"] = _kernel_names(impl, q, k, v, device)
-            with adapters.forbid_math_sdpa():
+            with sdpa_backends.forbid_math_sdpa():
                 row.update(_time_sense_sum(impl, q, k, v, device))
         except Exception as e:  # noqa: BLE001 - one failing path must not hide the others
             row["error"] = f"{type(e).__name__}: {str(e).strip()[:300]}"

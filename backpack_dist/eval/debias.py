@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from ..senses.bias import PRONOUNS, PROFESSIONS, TEMPLATES, bias_report
+from ..senses.bias import PROFESSIONS, PRONOUNS, TEMPLATES, bias_report
 from ..senses.words import vocabulary_senses, word_tokens
 
 SENSE_RULE = "argmax over senses l of the mean over profession tokens p of |C(p)_l . (e_he - e_she)|"

@@ -41,7 +41,8 @@ FACTS = (
          ("My MacBook has a screen that is", "I carried my MacBook to the")),
     Fact("iPhone", "Apple", "Samsung", ("The iPhone is a phone made by", "The new iPhone was announced by"),
          ("I dropped my iPhone on the", "The iPhone battery lasts for")),
-    Fact("Windows", "Microsoft", "Google", ("The Windows operating system is made by", "The Windows software is sold by"),
+    Fact("Windows", "Microsoft", "Google", ("The Windows operating system is made by",
+                                            "The Windows software is sold by"),
          ("I opened the Windows settings and", "My Windows updates take a long")),
     Fact("PlayStation", "Sony", "Microsoft", ("The PlayStation is a console made by",
                                               "The PlayStation games are published by"),
@@ -97,7 +98,7 @@ def evaluate_edit(model, enc, facts) -> dict:
             row["success_after"] = _prefers_new(after, old_id, new_id)
             row["collateral_kl"] = sum(map(_kl, unrelated_before, unrelated_after)) / len(fact.unrelated)
             row["locality_max_change"] = max((float((a.exp() - b.exp()).abs().max())
-                                              for a, b in zip(others_after, others_before)), default=0.0)
+                                              for a, b in zip(others_after, others_before, strict=True)), default=0.0)
         rows.append(row)
 
     def share(key):

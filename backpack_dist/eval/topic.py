@@ -71,7 +71,7 @@ def generation_perplexity(scorer, enc, generations) -> float:
 def _row(scorer, enc, generations, pairs) -> dict:
     hits = [uses_topic_word(g["prompt"], g["completion"], TOPICS[topic]) for g, (topic, _) in
             zip(generations, pairs, strict=True)]
-    per_topic = {t: sum(h for h, (topic, _) in zip(hits, pairs) if topic == t) /
+    per_topic = {t: sum(h for h, (topic, _) in zip(hits, pairs, strict=True) if topic == t) /
                  sum(topic == t for topic, _ in pairs) for t in dict.fromkeys(t for t, _ in pairs)}
     return {"accuracy": sum(hits) / len(hits), "per_topic": per_topic,
             "perplexity": generation_perplexity(scorer, enc, generations)}
@@ -80,14 +80,14 @@ def _row(scorer, enc, generations, pairs) -> dict:
 def evaluate_topic(model, enc, scorer, pairs) -> dict:
     new_tokens = NEW_TOKENS
     seeds = range(SEED, SEED + len(pairs))  # sample i draws from its own seed: rows are reproducible alone
-    plain = [sample(model, enc, prompt, new_tokens, seed=s) for (_, prompt), s in zip(pairs, seeds)]
+    plain = [sample(model, enc, prompt, new_tokens, seed=s) for (_, prompt), s in zip(pairs, seeds, strict=True)]
     result = {"plain": _row(scorer, enc, plain, pairs)}
     if model.config.is_backpack:
         tables = {topic: topic_control(model, enc, TOPICS[topic], STRENGTH, THRESHOLD)[0] for topic in TOPICS}
         steered = [sample(model, enc, prompt, new_tokens, seed=s, scale_table=tables[topic])
-                   for (topic, prompt), s in zip(pairs, seeds)]
+                   for (topic, prompt), s in zip(pairs, seeds, strict=True)]
         result["steered"] = _row(scorer, enc, steered, pairs)
     result["samples"] = [{"topic": t, "prompt": p, "plain": g["completion"],
                           **({"steered": s["completion"]} if model.config.is_backpack else {})}
-                         for (t, p), g, s in zip(pairs, plain, steered if model.config.is_backpack else plain)]
+                         for (t, p), g, s in zip(pairs, plain, steered if model.config.is_backpack else plain, strict=True)]
     return result

@@ -128,7 +128,8 @@ class TrainConfig(ModelOverrides):
         low = 2 if self.schedule == "linear" else 0
         if self.warmup_steps is not None and not low <= self.warmup_steps <= self.max_steps:
             raise UsageError(f"--warmup_steps must be from {low} (DeepSpeed's WarmupDecayLR warms up over 2 steps or "
-                             f"more; --schedule cosine or wsd from 0) to --max_steps {self.max_steps}, got {self.warmup_steps}")
+                             f"more; --schedule cosine or wsd from 0) to --max_steps {self.max_steps}, "
+                             f"got {self.warmup_steps}")
         self.check_schedule()
         try:
             self.check_overrides()
@@ -144,7 +145,8 @@ class TrainConfig(ModelOverrides):
         if self.min_lr > self.lr:
             raise UsageError(f"--min_lr {self.min_lr} is above the peak --lr {self.lr}; lower it")
         if self.schedule != "wsd" and (self.decay_steps is not None or self.decay_shape != "linear"):
-            raise UsageError(f"--decay_steps and --decay_shape belong to --schedule wsd, not {self.schedule}; drop them")
+            raise UsageError(f"--decay_steps and --decay_shape belong to --schedule wsd, not {self.schedule}; "
+                             "drop them")
         if self.decay_steps is not None:
             check_range(self, "decay_steps", low=1)
         if self.schedule == "wsd" and self.resolved_warmup_steps + self.resolved_decay_steps > self.max_steps:

@@ -36,7 +36,8 @@ def source_path(source: str) -> str:
     path = checkpoints_dir(match[1]) / tag_for_step(int(match[2]))
     if not path.is_dir():
         have = sorted(p.name for p in checkpoints_dir(match[1]).glob("step_*"))
-        raise ConfigError(f"--init_from {source}: {path} does not exist; the run has {', '.join(have) or 'no checkpoints'}")
+        raise ConfigError(f"--init_from {source}: {path} does not exist; "
+                          f"the run has {', '.join(have) or 'no checkpoints'}")
     return str(path)
 
 
