@@ -87,7 +87,8 @@ def evaluate_topic(model, enc, scorer, pairs) -> dict:
         steered = [sample(model, enc, prompt, new_tokens, seed=s, scale_table=tables[topic])
                    for (topic, prompt), s in zip(pairs, seeds, strict=True)]
         result["steered"] = _row(scorer, enc, steered, pairs)
+    others = steered if model.config.is_backpack else plain
     result["samples"] = [{"topic": t, "prompt": p, "plain": g["completion"],
                           **({"steered": s["completion"]} if model.config.is_backpack else {})}
-                         for (t, p), g, s in zip(pairs, plain, steered if model.config.is_backpack else plain, strict=True)]
+                         for (t, p), g, s in zip(pairs, plain, others, strict=True)]
     return result
