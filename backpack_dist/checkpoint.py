@@ -230,7 +230,8 @@ def check_intact(ckpt_dir: Path, tag: str) -> None:
         return
     intact = [s for s in complete_steps(ckpt_dir) if tag_for_step(s) != tag
               and checkpoint_integrity.damage(Path(ckpt_dir) / tag_for_step(s)) is None]
-    instead = f"use --step {intact[-1]} (intact steps: {intact})" if intact else "no other checkpoint is intact"
+    instead = (f"use --step {intact[-1]} or the folder {Path(ckpt_dir) / tag_for_step(intact[-1])} (intact steps: "
+               f"{intact})" if intact else "no other checkpoint is intact")
     raise ValueError(f"checkpoint {folder} is damaged: {problem}; {instead}")
 
 

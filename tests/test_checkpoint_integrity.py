@@ -16,7 +16,7 @@ from backpack_dist import checkpoint
 from backpack_dist import checkpoint_integrity as integrity
 from backpack_dist.train.run_dir import _newest_intact_step
 
-RUNS = [(0, 1), (2, 2), (3, 1), (3, 2)]  # (ZeRO stage, processes)
+RUNS = [(0, 1), (2, 2), (3, 2)]  # (ZeRO stage, processes)
 
 
 def run_args(data, run, zero, steps=10):
@@ -78,7 +78,7 @@ def test_each_damage_to_each_file_is_found_and_named(saved_runs, tmp_path, zero,
     problem = integrity.damage(folder)
     assert problem is not None and str(targets[-1]) in problem and says in problem
 
-    with pytest.raises(ValueError, match=r"damaged: .*; use --step 5 \(intact steps: \[5\]\)"):
+    with pytest.raises(ValueError, match=r"damaged: .*; use --step 5 or the folder .*step_00000005 \(intact steps: \[5\]\)"):
         checkpoint.export_in_memory(run)
     assert folder.is_dir()  # read-only tools rename nothing
     assert _newest_intact_step(checkpoint.checkpoints_dir(run)) == 5
@@ -148,13 +148,13 @@ def test_training_with_no_intact_checkpoint_exits_2_in_one_line(saved_runs, shak
 @pytest.mark.slow
 @pytest.mark.parametrize("tool", [["backpack_dist.export", "{run}", "--out", "{out}"],
                                   ["backpack_dist.eval", "--checkpoint", "{run}", "--tasks", "wikitext",
-                                   "--out", "{out}/results.json"]])
-def test_export_and_eval_refuse_a_damaged_checkpoint_in_one_line(saved_runs, tmp_path, tool):
+                                   "--wikitext_path", "{wikitext}", "--out", "{out}/results.json"]])
+def test_export_and_eval_refuse_a_damaged_checkpoint_in_one_line(saved_runs, shared_data, tmp_path, tool):
     run = copy_run(saved_runs[2, 2], tmp_path)
     damaged = files_of(checkpoint.checkpoints_dir(run) / "step_00000010", "optim")[0]
     truncate(damaged)
     out = tmp_path / "out"
-    argv = [part.format(run=run, out=out) for part in tool]
+    argv = [part.format(run=run, out=out, wikitext=shared_data / "wikitext2" / "wiki.test.raw") for part in tool]
     result = subprocess.run([sys.executable, "-m", *argv], cwd=REPO, env=env(), capture_output=True, text=True,
                             timeout=300)
     assert result.returncode == 2, result.stderr[-3000:]
