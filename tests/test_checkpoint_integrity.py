@@ -78,7 +78,8 @@ def test_each_damage_to_each_file_is_found_and_named(saved_runs, tmp_path, zero,
     problem = integrity.damage(folder)
     assert problem is not None and str(targets[-1]) in problem and says in problem
 
-    with pytest.raises(ValueError, match=r"damaged: .*; use --step 5 or the folder .*step_00000005 \(intact steps: \[5\]\)"):
+    hint = r"damaged: .*; use --step 5 or the folder .*step_00000005 \(intact steps: \[5\]\)"
+    with pytest.raises(ValueError, match=hint):
         checkpoint.export_in_memory(run)
     assert folder.is_dir()  # read-only tools rename nothing
     assert _newest_intact_step(checkpoint.checkpoints_dir(run)) == 5
