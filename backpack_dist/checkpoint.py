@@ -2,7 +2,9 @@
 
 Layout of RUN/checkpoints/:
   step_00000020/            DeepSpeed's files + rng_rank{r}.pt for every rank
-  step_00000020/COMPLETE    written by rank 0 after every rank has finished writing
+  step_00000020/COMPLETE    written by rank 0 after every rank has finished writing, with the
+                            size and xxh64 sum of every file (checkpoint_integrity.py)
+  step_00000010.damaged/    a checkpoint whose files no longer match COMPLETE, set aside by a resume
   latest                    the newest complete tag (replaced atomically)
 A crash mid-save leaves a folder without COMPLETE, which resume ignores.
 """
@@ -21,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import atomic
+from . import atomic, checkpoint_integrity
 from .tokenizer import TOKENIZER_FILE
 from .train.failpoints import pause_point
 
@@ -122,7 +124,9 @@ def save(engine, run_dir, step: int, client_state: dict, keep: int, tokenizer_fi
     torch.distributed.barrier()
     if rank == 0:
         pause_point("before_complete", step)
-        atomic.write_text(folder / COMPLETE, json.dumps({"step": step, "world_size": world}) + "\n")
+        # Shared filesystem: rank 0 sees every rank's files and sums them all.
+        files = checkpoint_integrity.manifest(folder)
+        atomic.write_text(folder / COMPLETE, json.dumps({"step": step, "world_size": world, "files": files}) + "\n")
         pause_point("after_complete", step)
         atomic.write_text(ckpt_dir / LATEST, tag + "\n")
         for old in complete_steps(ckpt_dir)[:-keep]:
@@ -156,7 +160,8 @@ def convert_to_universal(run_dir, step: int) -> str:
     ds_to_universal(Namespace(input_folder=str(ckpt_dir / tag_for_step(step)), output_folder=str(out),
                               num_extract_workers=1, num_merge_workers=1, keep_temp_folder=False, strict=True,
                               inject_missing_state=False))
-    shutil.copyfile(ckpt_dir / tag_for_step(step) / COMPLETE, out / COMPLETE)
+    marker = json.loads((ckpt_dir / tag_for_step(step) / COMPLETE).read_text())
+    atomic.write_text(out / COMPLETE, json.dumps({**marker, "files": checkpoint_integrity.manifest(out)}) + "\n")
     return out.name
 
 
@@ -197,6 +202,7 @@ def _resolve_checkpoint(path: Path, step: int | None = None) -> tuple[Path, str]
     if TAG_RE.match(path.name):
         if not (path / COMPLETE).is_file():
             raise ValueError(f"checkpoint {path} is incomplete (no {COMPLETE} marker): its save was interrupted")
+        check_intact(path.parent, path.name)
         return path.parent, path.name
     ckpt_dir = path if path.name == "checkpoints" else checkpoints_dir(path)
     steps = complete_steps(ckpt_dir)
@@ -206,7 +212,27 @@ def _resolve_checkpoint(path: Path, step: int | None = None) -> tuple[Path, str]
         step = steps[-1]
     elif step not in steps:
         raise ValueError(f"{path} has no complete checkpoint for step {step}; available: {steps}")
+    check_intact(ckpt_dir, tag_for_step(step))
     return ckpt_dir, tag_for_step(step)
+
+
+def check_intact(ckpt_dir: Path, tag: str) -> None:
+    """Read-only tools: a damaged checkpoint is a ValueError naming the file and the intact steps
+    to use instead (nothing is renamed); one without sums (saved before they were recorded) is read
+    with a note."""
+    folder = Path(ckpt_dir) / tag
+    if not checkpoint_integrity.has_sums(folder):
+        print(f"note: {folder} was saved without file sums (an older version); reading it unchecked",
+              file=sys.stderr)
+        return
+    problem = checkpoint_integrity.damage(folder)
+    if problem is None:
+        return
+    intact = [s for s in complete_steps(ckpt_dir) if tag_for_step(s) != tag
+              and checkpoint_integrity.damage(Path(ckpt_dir) / tag_for_step(s)) is None]
+    instead = (f"use --step {intact[-1]} or the folder {Path(ckpt_dir) / tag_for_step(intact[-1])} (intact steps: "
+               f"{intact})" if intact else "no other checkpoint is intact")
+    raise ValueError(f"checkpoint {folder} is damaged: {problem}; {instead}")
 
 
 def consolidated_state_dict(ckpt_dir: Path, tag: str) -> dict:

@@ -39,6 +39,7 @@ from .init_from import initial_weights
 from .metrics import MetricsLog, Throughput, device_peak_flops
 from .run_dir import (
     check_run_dir,
+    choose_resume_step,
     plan_resume,
     read_data_info,
     read_tokenizer_file,
@@ -166,7 +167,7 @@ def setup(cfg: TrainConfig) -> Run:
             report(f"warning: the data's samples hold {seq_len} tokens but the model's context is {model_cfg.seq_len}; "
                    f"positions past {seq_len} are never trained (prepare the data with --seq_len {model_cfg.seq_len})")
 
-    resume_step = checkpoint.latest_complete_step(checkpoint.checkpoints_dir(run_dir))
+    resume_step = choose_resume_step(run_dir, rank)  # the newest intact one; damaged ones set aside
     ds_base, resume_tag = plan_resume(load_ds_config(cfg.ds_config), run_dir, resume_step, rank, world)
 
     seed_everything(cfg.seed)  # identical initial weights on every rank

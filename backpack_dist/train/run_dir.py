@@ -135,3 +135,49 @@ def plan_resume(ds_base: dict, run_dir: Path, resume_step: int | None, rank: int
     torch.distributed.barrier()
     ds_base = {**ds_base, "checkpoint": {**ds_base.get("checkpoint", {}), "load_universal": True}}
     return ds_base, checkpoint.universal_tag(resume_step)
+
+
+def choose_resume_step(run_dir: Path, rank: int) -> int | None:
+    """Collective: the newest intact complete checkpoint's step (None: start afresh). Rank 0
+    checks the files against COMPLETE's sums, sets each damaged newer checkpoint aside (renamed,
+    never deleted) with one line saying what it found, and broadcasts its decision so that every
+    rank takes the same one. Checkpoints exist but none is intact: ConfigError (exit 2)."""
+    decision = [None]
+    if rank == 0:
+        decision[0] = _newest_intact_step(checkpoint.checkpoints_dir(run_dir))
+    torch.distributed.broadcast_object_list(decision, src=0)
+    step = decision[0]
+    if isinstance(step, str):
+        raise ConfigError(step)
+    return step
+
+
+def _newest_intact_step(ckpt_dir: Path) -> int | str | None:
+    """Rank 0's part of choose_resume_step: a step, None, or the error line. Damaged checkpoints
+    are set aside only when an intact one is found: with none intact nothing is touched, and every
+    rerun stops the same way until the files are restored."""
+    from .. import checkpoint_integrity as integrity
+
+    steps = checkpoint.complete_steps(ckpt_dir)
+    damaged = []  # (step, problem), newest first
+    for step in reversed(steps):
+        folder = ckpt_dir / checkpoint.tag_for_step(step)
+        if not integrity.has_sums(folder):
+            print(f"note: {folder} was saved without file sums (an older version); resuming from it unchecked",
+                  flush=True)
+            problem = None
+        else:
+            problem = integrity.damage(folder)
+        if problem is None:
+            for bad, why in damaged:
+                moved = integrity.set_aside(ckpt_dir / checkpoint.tag_for_step(bad))
+                print(f"checkpoint step {bad} is damaged: {why}; set aside as {moved}, resuming from step {step}",
+                      flush=True)
+            if damaged:
+                atomic.write_text(ckpt_dir / checkpoint.LATEST, folder.name + "\n")
+            return step
+        damaged.append((step, problem))
+    if not steps:
+        return None
+    return (f"no intact checkpoint in {ckpt_dir}: " + "; ".join(f"step {s}: {why}" for s, why in damaged)
+            + "; restore the files from a copy, or move the step folders away to start the run afresh")
