@@ -32,6 +32,8 @@ def test_first_contact_dry_run_writes_every_stage_and_a_summary(tmp_path):
 
     assert [f["sense_sum"] for f in figures["sense_sum"]] == list(SENSE_SUM_IMPLEMENTATIONS)
     assert all(f["backends"]["MATH"] == "ok" for f in figures["sense_sum"] if f["error"] is None)
+    ratios = {f["sense_sum"]: f["executed_over_defined_flops"] for f in figures["sense_sum"]}
+    assert ratios["sdpa"] == 1.0 and ratios["chunked"] > 1.0 and ratios["chunked"] >= ratios["chunked_wide"]
     final = figures["resume"][-1]
     assert final["lines_equal"] and final["weights_equal"] and final["resumed_from"] == 15
 

@@ -14,6 +14,7 @@ import torch
 
 from .. import atomic
 from ..model import build_model, model_config
+from ..model.flops import sense_sum_flops
 from ..model.sense_sum import SENSE_SUM_IMPLEMENTATIONS, resolve_sense_sum, sense_sum
 from . import environment, resume_check, sdpa_backends
 from .device import free_device_memory, synchronize
@@ -139,6 +140,8 @@ def stage_sense_sum(fig: Figures, s: dict) -> None:
     v = torch.randn(s["micro_batch"], n, T, cfg.d_model, device=device, dtype=dtype, generator=g).requires_grad_()
     for impl in SENSE_SUM_IMPLEMENTATIONS:  # read here, so a new path appears without an edit
         row = {"sense_sum": impl, "resolved": resolve_sense_sum(impl, q), "error": None}
+        flops = sense_sum_flops(row["resolved"], cfg, s["micro_batch"], T)  # the target: within 1.1x
+        row["executed_over_defined_flops"] = flops["executed"] / flops["defined"]
         try:
             row["backends"] = _backends_accepting(impl, q, k, v)
             row["kernels"] = _kernel_names(impl, q, k, v, device)
