@@ -15,7 +15,7 @@ from .inspect import inspect as inspect_output
 from .job import check_compression, check_job, run_job
 from .merge import merge as merge_parts
 from .openwebtext import HF_DATASET, hf_arrow_files
-from .options import JobOptions
+from .options import MAX_SKIPPED, JobOptions, check_max_skipped
 
 
 def _print(summary: dict) -> None:
@@ -43,6 +43,12 @@ class OpenWebTextOptions(JobOptions):
 class MergeOptions:
     out_dir: str = cli.positional()
     """The output folder of the array's jobs."""
+    max_skipped: float = MAX_SKIPPED
+    """Fail (no dataset.json) when more than this share of the input records are invalid JSON or
+    lack --text_field; 1 accepts any share."""
+
+    def __post_init__(self):
+        check_max_skipped(self)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,7 +93,7 @@ def openwebtext(options: OpenWebTextOptions) -> None:
 def merge(options: MergeOptions) -> None:
     """Join the parts of an array's jobs (--num_shards N) into OUT/train and OUT/val and write
     OUT/dataset.json, once all jobs have finished (a lone job does this itself)."""
-    info = merge_parts(options.out_dir)
+    info = merge_parts(options.out_dir, options.max_skipped)
     _print({k: info[k] for k in ("seq_len", "tokenizer", "num_parts", "splits", "skipped", "repaired")})
 
 

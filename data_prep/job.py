@@ -8,6 +8,7 @@ import os
 import queue
 import shutil
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from tqdm import tqdm
 from backpack_dist.tokenizer import load_tokenizer, tokenizer_fingerprint
 
 from .errors import PrepError
-from .merge import merge
+from .merge import check_skipped, merge
 from .options import JobOptions, PrepSettings
 from .parts import (
     FORMAT,
@@ -234,9 +235,13 @@ def run_job(inputs, job: JobOptions) -> dict:
         # A lone job holds every part, so it merges them itself and its output is ready to train
         # on. A job of an array cannot know when the others end: `merge` runs after all of them.
         if not (out_dir / "dataset.json").is_file():  # a rerun with nothing to do keeps the merge
-            merge(out_dir)
+            merge(out_dir, job.max_skipped)
         summary["merged"] = str(out_dir / "dataset.json")
     else:
         summary["merged"] = None
+        # The share of unusable records is judged by `merge`, over all parts; this says what these parts skipped.
+        note = check_skipped(summary["skipped"], docs, max_skipped=1.0, scope=" in the parts built now")
+        if note:
+            print(note, file=sys.stderr)
         summary["next"] = f"once all {num_shards} jobs have finished: python -m data_prep merge --out_dir {out_dir}"
     return summary

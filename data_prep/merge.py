@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from pathlib import Path
 
 from .errors import PrepError
@@ -14,6 +15,7 @@ from .parts import (
     REPAIR_KEYS,
     SKIP_KEYS,
     SPLITS,
+    UNUSABLE_KEYS,
     committed_manifest,
     part_keys,
     part_name,
@@ -21,11 +23,36 @@ from .parts import (
     write_json_atomic,
 )
 
+from .options import MAX_SKIPPED
+
 REQUIRED_KEYS = ("seq_len", "tokenizer", "tokenizer_fingerprint", "vocab_size", "eos_token_id", "splits")
 
 
-def merge(out_dir) -> dict:
-    """Merge all parts of OUT; refuses (naming the parts) when any part is not committed."""
+def check_skipped(skipped: dict, documents: int, max_skipped: float, scope: str = "") -> str | None:
+    """The one-line note on skipped input records (None when none was skipped), or a PrepError
+    when more than max_skipped of the records are unusable (UNUSABLE_KEYS: almost always the
+    wrong --text_field or the wrong file). A record is a jsonl line (blank lines aside), a text
+    paragraph or a parquet/arrow row: each is a document or one skip."""
+    records = documents + sum(skipped.values())
+    if not any(skipped.values()):
+        return None
+    unusable = sum(skipped[k] for k in UNUSABLE_KEYS)
+    reasons = ", ".join(f"{k} {n}" for k, n in skipped.items() if n)
+    share = unusable / records
+    if share > max_skipped:
+        unusable_reasons = ", ".join(f"{k} {skipped[k]}" for k in UNUSABLE_KEYS if skipped[k])
+        raise PrepError(
+            f"{unusable} of {records} input records ({share:.1%}) are unusable ({unusable_reasons}), over --max_skipped "
+            f"{max_skipped:g}; check the input, pass --text_field NAME if the text is under another key, or "
+            "--max_skipped 1 to accept them (committed parts are kept: the rerun only merges)"
+        )
+    return f"data_prep: note: skipped {sum(skipped.values())} of {records} input records{scope} ({reasons})"
+
+
+def merge(out_dir, max_skipped: float = MAX_SKIPPED) -> dict:
+    """Merge all parts of OUT; refuses (naming the parts) when any part is not committed, and
+    (see check_skipped) when more than max_skipped of the input records are unusable; nothing is
+    published then. Prints a one-line note on stderr when any record was skipped."""
     out_dir = Path(out_dir).absolute()
     record = read_prep(out_dir)
     settings, sid = record["settings"], record["settings_id"]
@@ -41,6 +68,9 @@ def merge(out_dir) -> dict:
             f"{len(missing)} of {n_parts} parts of {out_dir} are not committed ({names}); rerun the prep jobs "
             "with the same settings (part p belongs to --shard_index p % --num_shards), then merge again"
         )
+    skipped = {k: sum(m["skipped"][k] for m in manifests) for k in SKIP_KEYS}
+    documents = sum(m["splits"][split]["documents"] for m in manifests for split in SPLITS)
+    note = check_skipped(skipped, documents, max_skipped)  # before anything is replaced
     from streaming.base.util import merge_index  # slow to import: after the checks
 
     (out_dir / "dataset.json").unlink(missing_ok=True)
@@ -81,11 +111,13 @@ def merge(out_dir) -> dict:
             }
             for split in SPLITS
         },
-        "skipped": {k: sum(m["skipped"][k] for m in manifests) for k in SKIP_KEYS},
+        "skipped": skipped,
         "repaired": {k: sum(m["repaired"][k] for m in manifests) for k in REPAIR_KEYS},
         "inputs": [i["path"] for i in settings["inputs"]],
     }
     write_json_atomic(out_dir / "dataset.json", info)  # written last: its presence means "merged"
+    if note:
+        print(note, file=sys.stderr)
     return info
 
 

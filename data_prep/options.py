@@ -13,6 +13,12 @@ from backpack_dist.tokenizer import GPT2
 
 from .errors import PrepError
 
+MAX_SKIPPED = 0.05  # the default --max_skipped of `text`, `openwebtext` and `merge`
+
+
+def check_max_skipped(options) -> None:
+    cli.check_range(options, "max_skipped", 0.0, 1.0)
+
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class PrepSettings:
@@ -70,6 +76,10 @@ class JobOptions(PrepSettings):
     """Replace an output folder prepared with other settings."""
     progress: bool = True
     """Show progress bars."""
+    max_skipped: float = MAX_SKIPPED
+    """The merge fails (no dataset.json; committed parts are kept) when more than this share of
+    the input records are invalid JSON or lack --text_field; 1 accepts any share. Not a setting
+    of the output: a rerun with another value reuses the parts."""
 
     def __post_init__(self):
         super().__post_init__()
@@ -77,5 +87,6 @@ class JobOptions(PrepSettings):
             raise PrepError("--out_dir is required")
         cli.check_range(self, "num_shards", low=1)
         cli.check_range(self, "workers", low=1)
+        check_max_skipped(self)
         if not 0 <= self.shard_index < self.num_shards:
             raise PrepError(f"--shard_index must be in [0, --num_shards), got {self.shard_index} of {self.num_shards}")

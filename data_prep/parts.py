@@ -32,6 +32,9 @@ SPLITS = ("train", "val")
 COLUMNS = {"tokens": "ndarray:uint16"}
 SHARD_SIZE_LIMIT = 1 << 26
 SKIP_KEYS = ("empty", "missing_text", "invalid_json")
+# The skips that --max_skipped limits: a wrong --text_field or a wrong file shows as these, while
+# empty documents are normal in many corpora.
+UNUSABLE_KEYS = ("missing_text", "invalid_json")
 REPAIR_KEYS = ("invalid_utf8_repaired", "long_doc_sliced")
 
 

@@ -11,6 +11,7 @@ import pytest
 
 import data_prep
 from backpack_dist.tokenizer import load_tokenizer, tokenizer_fingerprint
+from data_prep.merge import check_skipped
 from data_prep.packing import SamplePacker, is_validation, split_long_text
 
 SEED = 2357
@@ -207,7 +208,9 @@ def test_bad_input_is_skipped_or_repaired_and_counted(shared_data, tmp_path):
     (src / "a.jsonl").write_text("\n".join(lines) + "\n")
     (src / "b.txt").write_bytes(b"good paragraph\n\nbad bytes \xff\xfe here\n \n\n  \nlast one")
     out = tmp_path / "out"
-    info = data_prep.prepare_and_merge([src], out, seq_len=512, val_fraction=0.0, max_doc_chars=1_000_000)
+    # 4 of 11 records are unusable, far over the default --max_skipped: accept them to see each one counted
+    info = data_prep.prepare_and_merge([src], out, seq_len=512, val_fraction=0.0, max_doc_chars=1_000_000,
+                                       max_skipped=1)
     assert info["skipped"] == {"empty": 1, "missing_text": 3, "invalid_json": 1}
     assert info["repaired"] == {"invalid_utf8_repaired": 2, "long_doc_sliced": 1}
     docs = decoded(out, "train")
@@ -221,6 +224,24 @@ def test_bad_input_is_skipped_or_repaired_and_counted(shared_data, tmp_path):
     ]
     manifest = json.loads((out / "parts/part-00000.json").read_text())
     assert manifest["skipped"]["missing_text"] == 3 and manifest["tokenizer_fingerprint"] == tokenizer_fingerprint()
+
+
+def test_the_share_of_unusable_records_is_limited_and_empty_ones_do_not_count():
+    counts = {"empty": 0, "missing_text": 0, "invalid_json": 0}
+    assert check_skipped(counts, 100, 0.05) is None  # nothing skipped: no note
+    # 5 unusable of 100 records is exactly the share: allowed, with a note naming each reason
+    note = check_skipped({**counts, "missing_text": 3, "invalid_json": 2}, 95, 0.05)
+    assert note == "data_prep: note: skipped 5 of 100 input records (missing_text 3, invalid_json 2)"
+    with pytest.raises(ValueError) as over:  # 6 of 100
+        check_skipped({**counts, "missing_text": 6}, 94, 0.05)
+    message = str(over.value)
+    assert message.startswith("6 of 100 input records (6.0%) are unusable (missing_text 6), over --max_skipped 0.05")
+    assert "--text_field NAME" in message and "--max_skipped 1" in message
+    # empty documents are normal: all-empty input is noted, never refused
+    assert check_skipped({**counts, "empty": 90}, 10, 0.0) == "data_prep: note: skipped 90 of 100 input records (empty 90)"
+    assert check_skipped({**counts, "invalid_json": 100}, 0, 1.0).startswith("data_prep: note: skipped 100 of 100")
+    with pytest.raises(ValueError, match=r"--max_skipped must be in \[0.0, 1.0\], got 1.5"):
+        data_prep.JobOptions(out_dir="x", max_skipped=1.5)
 
 
 def test_unreadable_input_is_a_clear_error_with_no_output(tmp_path):
