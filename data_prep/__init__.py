@@ -1,7 +1,7 @@
 """Offline data preparation: text corpora -> GPT-2 tokens packed into streaming MDS shards.
 
     prepare_text(inputs, out_dir, ...)       one job (of num_shards), in-process; a lone job merges itself
-    merge(out_dir)                           join the parts of an array's jobs; writes OUT/dataset.json
+    merge(out_dir, max_skipped=0.05)         join the parts of an array's jobs; writes OUT/dataset.json
     prepare_and_merge(inputs, out_dir, ...)  one lone job, returning its dataset info
     read_dataset_info(out_dir)               the merged output's dataset.json
 

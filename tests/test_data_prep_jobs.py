@@ -188,3 +188,29 @@ def test_sigterm_stops_the_job_and_its_workers(shared_data, tmp_path):
     assert err.strip().splitlines() == ["data_prep: stopped by SIGTERM; rerun the same command to continue"]
     time.sleep(0.5)
     assert workers and not [w for w in workers if Path(f"/proc/{w}").exists()], "worker processes outlived the job"
+
+
+def test_too_many_unusable_lines_fail_without_publishing_and_a_rerun_accepting_them_reuses_the_parts(tmp_path):
+    lines = [json.dumps({"text": f"document number {i}."}) for i in range(40)]
+    lines += [json.dumps({"body": "under another key"})] * 3 + ["{not json", json.dumps({"text": ""})]
+    src = tmp_path / "docs.jsonl"
+    src.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "out"
+    args = ("text", "--input", src, "--out_dir", out, "--val_fraction", "0", "--progress", "False")
+    rc, _, err = run_cli(*args)  # 4 of 45 lines unusable (8.9%), over the default 0.05
+    assert rc == 2 and err.strip().splitlines() == [
+        "data_prep: error: 4 of 45 input records (8.9%) are unusable (missing_text 3, invalid_json 1), over "
+        "--max_skipped 0.05; check the input, pass --text_field NAME if the text is under another key, or "
+        "--max_skipped 1 to accept them (committed parts are kept: the rerun only merges)"], err
+    assert not (out / "dataset.json").exists() and not (out / "train/index.json").exists()
+    assert (out / "parts/part-00000.json").is_file()  # committed: the rerun reuses it
+    with pytest.raises(ValueError, match="no dataset.json"):
+        data_prep.read_dataset_info(out)  # what training reads
+
+    rc, stdout, err = run_cli(*args, "--max_skipped", "0.1")
+    assert rc == 0, err
+    notes = [line for line in err.splitlines() if line.startswith("data_prep")]  # not exit noise (issue 29.2)
+    assert notes == ["data_prep: note: skipped 5 of 45 input records (empty 1, missing_text 3, invalid_json 1)"]
+    summary = json.loads(stdout)
+    assert summary["parts_already_committed"] == summary["parts_total"] == 1 and summary["parts_built"] == []
+    assert data_prep.read_dataset_info(out)["splits"]["train"]["documents"] == 40
