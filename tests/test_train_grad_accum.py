@@ -37,9 +37,9 @@ def test_zero2_fp32_accumulation_is_closer_to_the_fp32_gradient_than_bf16(tmp_pa
     # Real DeepSpeed engines in one process (its own: it joins a gloo world of one); zero2-fp32 takes
     # the trainer's default config, so a default that accumulated in bf16 would tie the two.
     out = tmp_path / "accum.json"
-    result = subprocess.run([sys.executable, "-m", "backpack_dist.train.accum_precision", "--settings",
-                             "zero2-bf16,zero2-fp32", "--micro_batch", "2", "--seq_len", "32", "--out", str(out)], cwd=Path(__file__).parents[1],
-                            capture_output=True, text=True, timeout=300)
+    args = ["--settings", "zero2-bf16,zero2-fp32", "--accum", "16", "--micro_batch", "2", "--seq_len", "32"]
+    result = subprocess.run([sys.executable, "-m", "backpack_dist.train.accum_precision", *args, "--out", str(out)],
+                            cwd=Path(__file__).parents[1], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     rows = json.loads(out.read_text())["settings"]
     bf16, fp32 = rows["zero2-bf16"], rows["zero2-fp32"]

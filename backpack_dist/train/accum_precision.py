@@ -121,8 +121,8 @@ def measure(o: AccumPrecisionOptions) -> dict:
     batches = [(t[:, :-1], t[:, 1:]) for t in tokens]
     ref = reference_grad(state, batches, o.seq_len, torch.float32)
     bf16_summed_in_fp32 = reference_grad(state, batches, o.seq_len, torch.bfloat16)
-    rows = {"torch-bf16-fp32sum": {"grad_accum_dtype": "float32 (plain torch)",
-                                   "relative_error": relative_error(bf16_summed_in_fp32, ref), "accumulation_error": 0.0}}
+    rows = {"torch-bf16-fp32sum": {"grad_accum_dtype": "float32 (plain torch)", "accumulation_error": 0.0,
+                                   "relative_error": relative_error(bf16_summed_in_fp32, ref)}}
     for setting in o.settings:
         grad, dtype = engine_grad(setting, state, batches, o)
         rows[setting] = {"grad_accum_dtype": dtype, "relative_error": relative_error(grad, ref),
@@ -138,7 +138,8 @@ def run(o: AccumPrecisionOptions) -> None:
     print(f"accumulation {o.accum}, micro batch {o.micro_batch} x {o.seq_len}: ||g - g_fp32|| / ||g_fp32||")
     print(f"{'setting':20s} {'accum dtype':22s} {'vs fp32':>9s} {'vs bf16 grads summed in fp32':>29s}")
     for name, row in result["settings"].items():
-        print(f"{name:20s} {row['grad_accum_dtype']:22s} {row['relative_error']:9.3e} {row['accumulation_error']:29.3e}")
+        errors = f"{row['relative_error']:9.3e} {row['accumulation_error']:29.3e}"
+        print(f"{name:20s} {row['grad_accum_dtype']:22s} {errors}")
     if o.out:
         atomic.write_json(o.out, result, indent=1)
 
