@@ -71,7 +71,7 @@ def test_each_damage_to_each_file_is_found_and_named(saved_runs, tmp_path, zero,
     targets = files_of(folder, kind)
     if zero == 0 and kind == "optim":
         assert not targets and json.loads((folder / "COMPLETE").read_text())["files"]
-        pytest.skip("ZeRO 0 keeps the optimizer in the model states file (tested as 'model')")
+        return  # ZeRO 0 keeps the optimizer in the model states file (tested as 'model'); asserted above
     assert len(targets) == (procs if kind == "optim" or zero == 3 else 1)
     spoil, says = DAMAGES[damage]
     spoil(targets[-1])

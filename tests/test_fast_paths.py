@@ -200,7 +200,7 @@ def test_defaults_and_bad_names():
     assert backpack.implementation() == {"sense_sum": "auto", "loss": "auto", "loss_chunk_tokens": 4096}
     with pytest.raises(ValueError, match="unknown sense_sum implementation 'fast'.*chunked"):
         backpack.set_implementation(sense_sum="fast")
-    with pytest.raises(ValueError, match="unknown loss implementation 'fused'"):
+    with pytest.raises(ValueError, match="unknown loss implementation 'fastest'"):
         backpack.set_implementation(loss="fused")
     with pytest.raises(ValueError, match="loss_chunk_tokens must be at least 1"):
         backpack.set_implementation(loss_chunk_tokens=0)
