@@ -201,7 +201,7 @@ def test_defaults_and_bad_names():
     with pytest.raises(ValueError, match="unknown sense_sum implementation 'fast'.*chunked"):
         backpack.set_implementation(sense_sum="fast")
     with pytest.raises(ValueError, match="unknown loss implementation 'fastest'"):
-        backpack.set_implementation(loss="fused")
+        backpack.set_implementation(loss="fastest")
     with pytest.raises(ValueError, match="loss_chunk_tokens must be at least 1"):
         backpack.set_implementation(loss_chunk_tokens=0)
     transformer = build_model("transformer-micro", **tiny_overrides())
