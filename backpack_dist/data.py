@@ -9,7 +9,6 @@ processes at exactly the sample where it stopped.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import signal
 
@@ -28,32 +27,28 @@ def one_job_registers_at_a_time():
     """Collective: every rank creates its datasets inside. mosaicml-streaming registers a dataset in
     shared memory under the first free prefix, and two jobs starting on one node at the same
     moment can take the same one (FileExistsError: '/000193_locals'). The node's first rank holds
-    a lock in /dev/shm until every rank is done, so one job at a time registers there. It also
-    removes the shared memory that killed processes left (streaming_memory.remove_stale)."""
-    from .streaming_memory import remove_stale
+    the node's lock (streaming_memory.node_lock) until every rank is done, so one job at a time
+    registers there; it first removes the shared memory that killed jobs left. Every rank records
+    itself as an owner of the prefixes it registered, so a later job can tell they are live."""
+    from .streaming_memory import node_lock, registered_here, remove_stale
 
-    lock = None
-    if int(os.environ.get("LOCAL_RANK", "0")) == 0:
-        folder = "/dev/shm" if os.path.isdir("/dev/shm") else "/tmp"
-        lock = os.open(os.path.join(folder, "backpack-dist-streaming.lock"), os.O_CREAT | os.O_RDWR, 0o666)
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        # Under the lock no job of ours is between creating its files and mapping them. Best effort:
-        # an error here must not keep this rank from the barrier the others wait at.
-        try:
-            stale = remove_stale()
-        except OSError as e:
-            stale = []
-            print(f"warning: could not check /dev/shm for killed jobs' streaming memory: {e}", flush=True)
-        if stale:
-            print(f"removed the streaming shared memory of {len(stale)} killed process(es) from /dev/shm "
-                  f"(prefixes {', '.join(stale[:5])}{', ...' if len(stale) > 5 else ''})", flush=True)
-    try:
+    with contextlib.ExitStack() as stack:
+        if int(os.environ.get("LOCAL_RANK", "0")) == 0:
+            stack.enter_context(node_lock())
+            # Under the lock no job of ours is between creating its files and recording them. Best
+            # effort: an error here must not keep this rank from the barrier the others wait at.
+            try:
+                stale = remove_stale()
+            except OSError as e:
+                stale = []
+                print(f"warning: could not check /dev/shm for killed jobs' streaming memory: {e}", flush=True)
+            if stale:
+                print(f"removed the streaming shared memory of {len(stale)} killed process(es) from /dev/shm "
+                      f"(prefixes {', '.join(stale[:5])}{', ...' if len(stale) > 5 else ''})", flush=True)
         torch.distributed.barrier()  # no rank registers before its node holds the lock
-        yield
+        with registered_here():
+            yield
         torch.distributed.barrier()
-    finally:
-        if lock is not None:
-            os.close(lock)  # releases the flock
 
 
 def _outlive_stop_signals(_worker_id: int) -> None:

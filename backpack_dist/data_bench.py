@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
-import fcntl
 import json
 import os
 import platform
@@ -106,13 +105,10 @@ def registering():
     """The node's streaming-registration lock that training takes (data.one_job_registers_at_a_time,
     without its barriers: one process here): a dataset created while a training job on this
     machine registers its own could take the same shared-memory prefix."""
-    folder = "/dev/shm" if os.path.isdir("/dev/shm") else "/tmp"
-    lock = os.open(os.path.join(folder, "backpack-dist-streaming.lock"), os.O_CREAT | os.O_RDWR, 0o666)
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    from .streaming_memory import node_lock, registered_here
+
+    with node_lock(), registered_here():
         yield
-    finally:
-        os.close(lock)  # releases the flock
 
 
 def measure(train: Path, sizes: list[int], seq_len: int, window: int, reps: int, loads: list[float],

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from .errors import PrepError
+from .options import MAX_SKIPPED
 from .parts import (
     FORMAT,
     REPAIR_KEYS,
@@ -22,8 +23,6 @@ from .parts import (
     read_prep,
     write_json_atomic,
 )
-
-from .options import MAX_SKIPPED
 
 REQUIRED_KEYS = ("seq_len", "tokenizer", "tokenizer_fingerprint", "vocab_size", "eos_token_id", "splits")
 
@@ -42,9 +41,9 @@ def check_skipped(skipped: dict, documents: int, max_skipped: float, scope: str 
     if share > max_skipped:
         unusable_reasons = ", ".join(f"{k} {skipped[k]}" for k in UNUSABLE_KEYS if skipped[k])
         raise PrepError(
-            f"{unusable} of {records} input records ({share:.1%}) are unusable ({unusable_reasons}), over --max_skipped "
-            f"{max_skipped:g}; check the input, pass --text_field NAME if the text is under another key, or "
-            "--max_skipped 1 to accept them (committed parts are kept: the rerun only merges)"
+            f"{unusable} of {records} input records ({share:.1%}) are unusable ({unusable_reasons}), "
+            f"over --max_skipped {max_skipped:g}; check the input, pass --text_field NAME if the text is under "
+            "another key, or --max_skipped 1 to accept them (committed parts are kept: the rerun only merges)"
         )
     return f"data_prep: note: skipped {sum(skipped.values())} of {records} input records{scope} ({reasons})"
 
