@@ -65,7 +65,11 @@ def split(shakespeare_data):
 
 def test_only_the_killed_process_memory_is_removed(split, tmp_path):
     killed, killed_prefixes = start_holder(split, tmp_path / "killed")
-    live, live_prefixes = start_holder(split, tmp_path / "live")
+    try:
+        live, live_prefixes = start_holder(split, tmp_path / "live")
+    except BaseException:
+        kill_job(killed)
+        raise
     try:
         assert killed_prefixes <= mapped_by(live), "the later dataset does not map the earlier one's files"
         kill_job(killed)
@@ -75,7 +79,9 @@ def test_only_the_killed_process_memory_is_removed(split, tmp_path):
         assert not killed_prefixes & prefixes()
         assert live_prefixes <= prefixes() and not live_prefixes & set(removed)  # still in use: kept
     finally:
-        kill_job(live)
+        for proc in (killed, live):
+            if proc.poll() is None:
+                kill_job(proc)
     assert live_prefixes <= set(remove_stale())  # its owner gone, it is stale too
 
 
