@@ -34,7 +34,7 @@ from .config import (
     validate,
 )
 from .engine import build_engine, init_distributed
-from .guards import BadSteps, StopRequest
+from .guards import BadSteps, StepLosses, StopRequest
 from .init_from import initial_weights
 from .metrics import MetricsLog, Throughput, device_peak_flops
 from .run_dir import (
@@ -94,17 +94,25 @@ class Run:
                 "model_config": self.model_cfg.to_dict(), "tokenizer": self.data_info["tokenizer"]}
 
 
+def to_device(t: torch.Tensor, device) -> torch.Tensor:
+    """A batch tensor on the device; on a GPU copied from pinned memory, so non_blocking means it
+    (from pageable memory CUDA copies synchronously)."""
+    if device.type == "cuda":
+        t = t.pin_memory()
+    return t.to(device, non_blocking=True)
+
+
 def train_step(engine, stream, accum: int, device, model_cfg, world: int):
-    """One optimizer step over `accum` micro batches: (summed loss on this rank, model FLOPs of
-    all ranks)."""
+    """One optimizer step over `accum` micro batches: (summed loss on this rank, a device scalar
+    left unread; model FLOPs of all ranks)."""
     loss_sum, flops = torch.zeros((), device=device), 0.0
     for _ in range(accum):
         x, y = next(stream)
         # A Backpack's distinct ids, found here on the CPU copy: in forward they would sync the GPU.
         tokens = distinct_tokens(x) if model_cfg.is_backpack else None
         flops += batch_flops(model_cfg, x, None if tokens is None else tokens[0]) * world
-        extra = {} if tokens is None else {"unique_tokens": tuple(t.to(device, non_blocking=True) for t in tokens)}
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        extra = {} if tokens is None else {"unique_tokens": tuple(to_device(t, device) for t in tokens)}
+        x, y = to_device(x, device), to_device(y, device)
         loss = engine(x, targets=y, **extra)
         engine.backward(loss)
         engine.step()  # DeepSpeed clips and steps the optimizer only at the accumulation boundary
@@ -236,6 +244,7 @@ def loop(run: Run) -> int:
     accumulate and step, log."""
     cfg, engine, rank = run.cfg, run.engine, run.rank
     stop, bad = StopRequest(), BadSteps(cfg.max_bad_steps)
+    losses = StepLosses(run.accum * run.world)
     throughput = Throughput(device_peak_flops(), run.world)
     step_tokens = cfg.global_batch * run.seq_len
     failpoints.install(engine.module, lambda: run.step + 1)
@@ -246,7 +255,7 @@ def loop(run: Run) -> int:
         if run.step > first_step:
             if run.val is not None and (run.step % cfg.eval_every == 0 or run.step == cfg.max_steps):
                 validate_and_log(run)
-            stopping = stop.agreed(run.device)  # every rank stops at the same step, or none does
+            stopping = stop.agreed()  # every rank stops at the same step, or none does
             if checkpoint.save_due(run.step, cfg.max_steps, cfg.save_every, stopping):
                 checkpoint.save(engine, run.run_dir, run.step, run.client_state(), cfg.keep,
                                 tokenizer_file=run.tokenizer_file)
@@ -266,18 +275,23 @@ def loop(run: Run) -> int:
             from .. import sample_ids
 
             sample_ids.log_step(run.run_dir, run.step, run.stream.take_sample_ids())
-        torch.distributed.all_reduce(loss_sum)
-        loss = loss_sum.item() / (run.accum * run.world)
-        grad_norm = engine.get_global_grad_norm()
-        grad_norm = float(grad_norm) if grad_norm is not None else float("nan")
-        problem = bad.update(loss, engine.was_step_applied())
-        if problem and rank == 0:
-            report(f"step {run.step}: {problem} (grad norm {grad_norm}); update skipped ({bad.in_a_row} in a row)",
-                   run.bar)
+        losses.add(loss_sum)
+        bad_step = bad.update(engine.was_step_applied())  # DeepSpeed's own flag: no read of ours
+        log_now = run.step % cfg.log_every == 0
+        if bad_step or log_now:
+            # The only reads of the device per step: at log steps and bad ones, which every rank
+            # agrees on (DeepSpeed agrees on skipped steps), as the all-reduce needs.
+            loss = losses.read()[-1]
+            grad_norm = engine.get_global_grad_norm()
+            grad_norm = float(grad_norm) if grad_norm is not None else float("nan")
+        if bad_step and rank == 0:
+            report(f"step {run.step}: {BadSteps.describe(loss)} (grad norm {grad_norm}); update skipped "
+                   f"({bad.in_a_row} in a row)", run.bar)
         if run.bar is not None:
             run.bar.update(1)
-            run.bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}")
-        if run.step % cfg.log_every == 0:
+            if log_now:
+                run.bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}")
+        if log_now:
             if rank == 0:
                 run.log.log({"step": run.step, "loss": loss, "lr": lr, "grad_norm": grad_norm, **throughput.figures(),
                              "tokens_seen": run.tokens_seen})
